@@ -1,0 +1,1 @@
+"""The REST API (FastAPI, /v1): thin routes over broker services."""

@@ -1,0 +1,31 @@
+"""FastAPI dependencies: the database session (the one transaction boundary) and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from broker.db.engine import Database
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back when it raises."""
+    with database.sessions.begin() as session:
+        yield session
+
+
+def get_now(request: Request) -> datetime:
+    return request.app.state.clock()  # type: ignore[no-any-return]
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[Session, Depends(get_session)]
+NowDep = Annotated[datetime, Depends(get_now)]

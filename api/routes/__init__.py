@@ -1,0 +1,1 @@
+"""API routes: parse, call a service, serialize."""

@@ -1,0 +1,265 @@
+"""The ``gpubroker`` command line: serve, offers, db, catalog (does I/O; thin over services)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from broker.clock import utc_now
+from broker.db.embedded import EmbeddedPostgresError
+from broker.settings import Settings
+
+app = typer.Typer(
+    help="gpubroker: find GPU capacity across clouds, place workloads on it, keep them running cheaply.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+catalog_app = typer.Typer(help="The GPU price catalog: import prices, list snapshots.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+
+_out = Console()
+_err = Console(stderr=True)
+
+
+class CapacityChoice(StrEnum):
+    on_demand = "on-demand"
+    spot = "spot"
+    reserved = "reserved"
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            _err.print(f"[red]error:[/red] configuration {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: GPUBROKER_HOST or 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [default: GPUBROKER_PORT or 8000]")] = None,
+) -> None:
+    """Run the API server: start the database (embedded unless DATABASE_URL is set), apply schema
+    migrations, load the price catalog, and serve /healthz, /readyz, /docs and /v1 until Ctrl-C."""
+    import uvicorn
+
+    from api.app import create_app
+    from broker.bootstrap import prepare_database
+    from broker.db.engine import open_database
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    try:
+        with open_database(settings) as database:
+            where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
+            _err.print(f"database: {where}", highlight=False)
+            prepare_database(database, settings)
+            listen_host, listen_port = host or settings.host, port or settings.port
+            _err.print(f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False)
+            uvicorn.run(
+                create_app(database), host=listen_host, port=listen_port,
+                log_level=settings.log_level.lower(), access_log=False,
+            )
+        _err.print("gpubroker stopped", highlight=False)
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _parse_max_price(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        price = Decimal(value.lstrip("$"))
+    except InvalidOperation:
+        raise typer.BadParameter(f"{value!r} is not an amount in $ per GPU-hour", param_hint="--max-price") from None
+    if not price.is_finite() or price < 0:
+        raise typer.BadParameter("must be a non-negative amount in $ per GPU-hour", param_hint="--max-price")
+    return price
+
+
+@app.command()
+def offers(
+    gpu: Annotated[str | None, typer.Option(help="GPU model, e.g. H100, A100-80GB, B200")] = None,
+    count: Annotated[int | None, typer.Option(min=1, max=64, help="GPUs per instance, e.g. 8")] = None,
+    cloud: Annotated[list[str] | None, typer.Option(help="Only this cloud (repeatable): aws, gcp, lambda, ...")] = None,
+    region: Annotated[str | None, typer.Option(help="Only this region, e.g. us-east-1")] = None,
+    capacity: Annotated[CapacityChoice | None, typer.Option(help="Only this capacity type")] = None,
+    max_price: Annotated[str | None, typer.Option(help="Max $ per GPU-hour, e.g. 2.50")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="Show at most this many offers")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable field names) instead of a table")] = False,
+) -> None:
+    """List the cheapest current offers, per GPU-hour, with each price's age."""
+    from api.schemas import OfferOut
+    from broker.bootstrap import prepare_database
+    from broker.core.types import CapacityType
+    from broker.db.engine import open_database
+    from broker.services.offers import find_offers
+    from pricing.core import OfferQuery, format_age
+
+    query = OfferQuery(
+        gpu=gpu,
+        count=count,
+        clouds=frozenset(c.lower() for part in cloud for c in part.split(",") if c) if cloud else None,
+        region=region,
+        capacity=CapacityType(capacity.value) if capacity else None,
+        max_price_per_gpu_hour=_parse_max_price(max_price),
+        limit=limit,
+    )
+    settings = _settings()
+    try:
+        with open_database(settings) as database:
+            prepare_database(database, settings)
+            now = utc_now()
+            with database.sessions() as session:
+                quotes = find_offers(session, query, now)
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        payload = [OfferOut.from_quote(q).model_dump(mode="json") for q in quotes]
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    if not quotes:
+        _err.print("no offers match; try fewer filters (gpubroker offers --help)", highlight=False)
+        raise typer.Exit(1)
+    table = Table(title=f"Cheapest offers{f' for {gpu}' if gpu else ''}, per GPU-hour", title_justify="left")
+    for name, justify in [
+        ("CLOUD", "left"), ("REGION", "left"), ("ZONE", "left"), ("INSTANCE TYPE", "left"), ("GPUS", "right"),
+        ("CAPACITY", "left"), ("$/HOUR", "right"), ("$/GPU-HOUR", "right"), ("PRICE AGE", "right"),
+    ]:
+        table.add_column(name, justify=justify, no_wrap=name != "INSTANCE TYPE")  # type: ignore[arg-type]
+    for q in quotes:
+        o = q.offer
+        table.add_row(
+            o.cloud, o.region, o.zone or "-", o.instance_type, f"{o.accelerator_count}x {o.accelerator}",
+            o.capacity_type.value, f"{o.price_per_hour:.2f}", f"{q.price_per_gpu_hour:.3f}",
+            format_age(timedelta(seconds=q.price_age_seconds)),
+        )
+    Console(width=max(_out.width, 140)).print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply database schema migrations up to REVISION (default: the newest)."""
+    from broker.db import schema
+    from broker.db.engine import open_database
+
+    settings = _settings()
+    try:
+        with open_database(settings) as database:
+            schema.upgrade(database.engine, revision)
+            _out.print(f"database schema at {schema.current_revision(database.engine)}", highlight=False)
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's schema revision and the newest one gpubroker ships."""
+    from broker.db import schema
+    from broker.db.engine import open_database
+
+    settings = _settings()
+    try:
+        with open_database(settings) as database:
+            current = schema.current_revision(database.engine)
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+    head = schema.head_revision()
+    state = "up to date" if current == head else "behind: run `gpubroker db upgrade`"
+    _out.print(f"current: {current or '(empty database)'}\nhead:    {head}\n{state}", highlight=False)
+
+
+@catalog_app.command("import")
+def catalog_import(
+    path: Annotated[Path, typer.Argument(help="A SkyPilot catalog file, e.g. ~/.sky/catalogs/v8/aws/vms.csv")],
+    cloud: Annotated[
+        str | None, typer.Option(help="The file's cloud (aws, gcp, azure, lambda, runpod); default: from the path")
+    ] = None,
+    observed_at: Annotated[
+        datetime | None, typer.Option(help="When the prices were observed (ISO 8601) [default: the file's mtime]")
+    ] = None,
+) -> None:
+    """Import a SkyPilot catalog vms.csv as a new price snapshot (all or nothing)."""
+    from broker.bootstrap import prepare_database
+    from broker.db.engine import open_database
+    from broker.services.catalog import CatalogImportError, import_skypilot_catalog
+    from pricing.skypilot import CatalogFormatError
+
+    if observed_at is not None and observed_at.tzinfo is None:
+        raise typer.BadParameter("give a timezone, e.g. 2026-11-23T10:00:00Z", param_hint="--observed-at")
+    settings = _settings()
+    try:
+        with open_database(settings) as database:
+            prepare_database(database, settings)
+            with database.sessions.begin() as session:
+                record = import_skypilot_catalog(session, path.expanduser(), cloud=cloud, observed_at=observed_at)
+    except (CatalogImportError, CatalogFormatError) as exc:
+        raise _fail(f"{exc}\nnothing was imported", code=2) from None
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+    if record.created:
+        _out.print(
+            f"imported {record.offer_count} offers for {', '.join(record.clouds)} as snapshot {record.id} "
+            f"(observed {record.observed_at.isoformat()})", highlight=False,
+        )
+    else:
+        _out.print(f"already imported as snapshot {record.id}; nothing changed", highlight=False)
+
+
+@catalog_app.command("list")
+def catalog_list() -> None:
+    """List stored price snapshots, newest first."""
+    from broker.bootstrap import prepare_database
+    from broker.db.engine import open_database
+    from broker.db.prices import list_snapshots
+
+    settings = _settings()
+    try:
+        with open_database(settings) as database:
+            prepare_database(database, settings)
+            with database.sessions() as session:
+                snapshots = list_snapshots(session)
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+    table = Table()
+    for name in ("ID", "SOURCE", "CLOUDS", "OFFERS", "OBSERVED", "IMPORTED"):
+        table.add_column(name)
+    for s in snapshots:
+        table.add_row(
+            str(s.id), s.source, ", ".join(s.clouds), str(s.offer_count),
+            s.observed_at.isoformat(timespec="minutes"), s.imported_at.isoformat(timespec="minutes"),
+        )
+    Console(width=max(_out.width, 120)).print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

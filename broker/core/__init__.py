@@ -1,0 +1,1 @@
+"""The pure decision core: domain types, cost math inputs, placement and lifecycle (no I/O)."""

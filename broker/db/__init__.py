@@ -1,0 +1,1 @@
+"""Database layer: engine from settings, embedded PostgreSQL, ORM models and repositories (I/O)."""

@@ -1,0 +1,166 @@
+"""Price repository: add price snapshots, read current offers and price history (does I/O).
+
+The current price list of a cloud is the snapshot covering it with the newest ``observed_at``
+(ties: the later import), so loading an old bundled snapshot after a fresh import never hides
+the fresh prices.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from broker.core.types import CapacityType, Offer
+from broker.db.models import OfferPrice, PriceSnapshot, PriceSnapshotCloud
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """A stored price snapshot; ``created`` is False when an identical one was already stored."""
+
+    id: int
+    source: str
+    source_name: str
+    observed_at: datetime
+    imported_at: datetime
+    offer_count: int
+    clouds: tuple[str, ...]
+    created: bool
+
+
+def _record(snapshot: PriceSnapshot, clouds: Iterable[str], created: bool) -> SnapshotRecord:
+    return SnapshotRecord(
+        id=snapshot.id,
+        source=snapshot.source,
+        source_name=snapshot.source_name,
+        observed_at=snapshot.observed_at,
+        imported_at=snapshot.imported_at,
+        offer_count=snapshot.offer_count,
+        clouds=tuple(sorted(clouds)),
+        created=created,
+    )
+
+
+def find_snapshot(session: Session, content_sha256: str) -> SnapshotRecord | None:
+    snapshot = session.scalar(select(PriceSnapshot).where(PriceSnapshot.content_sha256 == content_sha256))
+    if snapshot is None:
+        return None
+    clouds = session.scalars(
+        select(PriceSnapshotCloud.cloud).where(PriceSnapshotCloud.snapshot_id == snapshot.id)
+    )
+    return _record(snapshot, clouds, created=False)
+
+
+def add_snapshot(
+    session: Session,
+    offers: list[Offer],
+    *,
+    source: str,
+    source_name: str,
+    content_sha256: str,
+    observed_at: datetime,
+    clouds: Iterable[str],
+) -> SnapshotRecord:
+    """Store ``offers`` as one new snapshot covering ``clouds`` (all or nothing, in the caller's
+    transaction). Content already stored is not stored twice: the existing snapshot is returned."""
+    existing = find_snapshot(session, content_sha256)
+    if existing is not None:
+        return existing
+    covered = set(clouds)
+    stray = {o.cloud for o in offers} - covered
+    if stray:
+        raise ValueError(f"offers for clouds the snapshot does not cover: {sorted(stray)}")
+    snapshot = PriceSnapshot(
+        source=source,
+        source_name=source_name,
+        content_sha256=content_sha256,
+        observed_at=observed_at,
+        offer_count=len(offers),
+    )
+    session.add(snapshot)
+    session.flush()
+    per_cloud = Counter(o.cloud for o in offers)
+    session.add_all(
+        PriceSnapshotCloud(snapshot_id=snapshot.id, cloud=cloud, offer_count=per_cloud[cloud])
+        for cloud in covered
+    )
+    if offers:
+        session.execute(
+            insert(OfferPrice),
+            [
+                {
+                    "snapshot_id": snapshot.id,
+                    "cloud": o.cloud,
+                    "region": o.region,
+                    "zone": o.zone or "",
+                    "instance_type": o.instance_type,
+                    "accelerator": o.accelerator,
+                    "accelerator_count": o.accelerator_count,
+                    "vcpus": o.vcpus,
+                    "memory_gib": o.memory_gib,
+                    "capacity_type": o.capacity_type.value,
+                    "price_per_hour": o.price_per_hour,
+                    "currency": o.currency,
+                    "source": o.source,
+                    "observed_at": o.observed_at,
+                }
+                for o in offers
+            ],
+        )
+    session.flush()
+    session.refresh(snapshot)
+    return _record(snapshot, covered, created=True)
+
+
+def _current_snapshot_per_cloud():  # noqa: ANN202 - a SQLAlchemy subquery
+    return (
+        select(PriceSnapshotCloud.cloud, PriceSnapshotCloud.snapshot_id)
+        .join(PriceSnapshot, PriceSnapshot.id == PriceSnapshotCloud.snapshot_id)
+        .distinct(PriceSnapshotCloud.cloud)
+        .order_by(PriceSnapshotCloud.cloud, PriceSnapshot.observed_at.desc(), PriceSnapshot.id.desc())
+        .subquery("current_snapshot")
+    )
+
+
+def _to_offer(row: OfferPrice) -> Offer:
+    return Offer(
+        cloud=row.cloud,
+        region=row.region,
+        zone=row.zone or None,
+        instance_type=row.instance_type,
+        accelerator=row.accelerator,
+        accelerator_count=row.accelerator_count,
+        vcpus=row.vcpus,
+        memory_gib=row.memory_gib,
+        capacity_type=CapacityType(row.capacity_type),
+        price_per_hour=row.price_per_hour,
+        currency=row.currency,
+        source=row.source,
+        observed_at=row.observed_at,
+    )
+
+
+def current_offers(session: Session, accelerator: str | None = None) -> list[Offer]:
+    """Every current offer (optionally of one accelerator), from each cloud's current snapshot."""
+    current = _current_snapshot_per_cloud()
+    query = select(OfferPrice).join(
+        current,
+        (OfferPrice.snapshot_id == current.c.snapshot_id) & (OfferPrice.cloud == current.c.cloud),
+    )
+    if accelerator is not None:
+        query = query.where(func.lower(OfferPrice.accelerator) == accelerator.lower())
+    return [_to_offer(row) for row in session.scalars(query)]
+
+
+def list_snapshots(session: Session) -> list[SnapshotRecord]:
+    """Every stored snapshot, newest import first."""
+    snapshots = session.scalars(select(PriceSnapshot).order_by(PriceSnapshot.id.desc())).all()
+    clouds: dict[int, list[str]] = {}
+    for snapshot_id, cloud in session.execute(select(PriceSnapshotCloud.snapshot_id, PriceSnapshotCloud.cloud)):
+        clouds.setdefault(snapshot_id, []).append(cloud)
+    return [_record(s, clouds.get(s.id, []), created=False) for s in snapshots]

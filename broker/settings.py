@@ -1,0 +1,58 @@
+"""Runtime configuration from the environment (prefix ``GPUBROKER_``); reads env only, no other I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path("~/.local/share/gpubroker").expanduser()
+
+
+class Settings(BaseSettings):
+    """Every knob gpubroker reads. Environment variables win over defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUBROKER_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Where gpubroker keeps its data.")
+    host: str = Field(default="127.0.0.1", description="Address `gpubroker serve` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `gpubroker serve` listens on.")
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GPUBROKER_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL. When unset, an embedded PostgreSQL under `home` is started.",
+    )
+    load_bundled_catalog: bool = Field(
+        default=True, description="Load the price snapshot shipped with gpubroker on start-up."
+    )
+    log_level: str = Field(default="info", description="Log level for the service.")
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ValueError("DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:port/db)")
+        return value
+
+    @property
+    def pgdata(self) -> Path:
+        """Data directory of the embedded PostgreSQL."""
+        return self.home / "pgdata"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Return ``url`` with the psycopg 3 driver named, as SQLAlchemy needs it."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url

@@ -1,0 +1,1 @@
+"""Alembic environment and versions: the database *schema* migrations (not workload migration)."""

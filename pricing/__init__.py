@@ -1,0 +1,1 @@
+"""Pricing: the price catalog, its importers and the pure cost math."""

@@ -1,0 +1,1 @@
+"""Provider adapters (one module per cloud, found through a registry, imported lazily)."""

@@ -1,0 +1,1 @@
+"""The web dashboard (fleet utilization and cost views)."""
