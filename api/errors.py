@@ -16,7 +16,7 @@ PROBLEM_BASE = "https://gpubroker.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, kind: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:  # noqa: ANN401
+def problem(status: int, kind: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
     body: dict[str, Any] = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
     if detail is not None:
         body["detail"] = detail
@@ -34,7 +34,9 @@ async def _validation(_request: Request, exc: RequestValidationError) -> JSONRes
 
 
 async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    kind = {404: "not-found", 405: "method-not-allowed", 503: "unavailable"}.get(exc.status_code, "http-error")
+    kind = {404: "not-found", 405: "method-not-allowed", 503: "unavailable"}.get(
+        exc.status_code, "http-error"
+    )
     return problem(exc.status_code, kind, str(exc.detail) if exc.detail else "HTTP error")
 
 

@@ -62,8 +62,12 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: GPUBROKER_HOST or 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: GPUBROKER_PORT or 8000]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: GPUBROKER_HOST or 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on [default: GPUBROKER_PORT or 8000]")
+    ] = None,
 ) -> None:
     """Run the API server: start the database (embedded unless DATABASE_URL is set), apply schema
     migrations, load the price catalog, and serve /healthz, /readyz, /docs and /v1 until Ctrl-C."""
@@ -81,10 +85,15 @@ def serve(
             _err.print(f"database: {where}", highlight=False)
             prepare_database(database, settings)
             listen_host, listen_port = host or settings.host, port or settings.port
-            _err.print(f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False)
+            _err.print(
+                f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False
+            )
             uvicorn.run(
-                create_app(database), host=listen_host, port=listen_port,
-                log_level=settings.log_level.lower(), access_log=False,
+                create_app(database),
+                host=listen_host,
+                port=listen_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
             )
         _err.print("gpubroker stopped", highlight=False)
     except EmbeddedPostgresError as exc:
@@ -97,7 +106,9 @@ def _parse_max_price(value: str | None) -> Decimal | None:
     try:
         price = Decimal(value.lstrip("$"))
     except InvalidOperation:
-        raise typer.BadParameter(f"{value!r} is not an amount in $ per GPU-hour", param_hint="--max-price") from None
+        raise typer.BadParameter(
+            f"{value!r} is not an amount in $ per GPU-hour", param_hint="--max-price"
+        ) from None
     if not price.is_finite() or price < 0:
         raise typer.BadParameter("must be a non-negative amount in $ per GPU-hour", param_hint="--max-price")
     return price
@@ -107,12 +118,16 @@ def _parse_max_price(value: str | None) -> Decimal | None:
 def offers(
     gpu: Annotated[str | None, typer.Option(help="GPU model, e.g. H100, A100-80GB, B200")] = None,
     count: Annotated[int | None, typer.Option(min=1, max=64, help="GPUs per instance, e.g. 8")] = None,
-    cloud: Annotated[list[str] | None, typer.Option(help="Only this cloud (repeatable): aws, gcp, lambda, ...")] = None,
+    cloud: Annotated[
+        list[str] | None, typer.Option(help="Only this cloud (repeatable): aws, gcp, lambda, ...")
+    ] = None,
     region: Annotated[str | None, typer.Option(help="Only this region, e.g. us-east-1")] = None,
     capacity: Annotated[CapacityChoice | None, typer.Option(help="Only this capacity type")] = None,
     max_price: Annotated[str | None, typer.Option(help="Max $ per GPU-hour, e.g. 2.50")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10000, help="Show at most this many offers")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (stable field names) instead of a table")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (stable field names) instead of a table")
+    ] = False,
 ) -> None:
     """List the cheapest current offers, per GPU-hour, with each price's age."""
     from api.schemas import OfferOut
@@ -149,15 +164,28 @@ def offers(
         raise typer.Exit(1)
     table = Table(title=f"Cheapest offers{f' for {gpu}' if gpu else ''}, per GPU-hour", title_justify="left")
     for name, justify in [
-        ("CLOUD", "left"), ("REGION", "left"), ("ZONE", "left"), ("INSTANCE TYPE", "left"), ("GPUS", "right"),
-        ("CAPACITY", "left"), ("$/HOUR", "right"), ("$/GPU-HOUR", "right"), ("PRICE AGE", "right"),
+        ("CLOUD", "left"),
+        ("REGION", "left"),
+        ("ZONE", "left"),
+        ("INSTANCE TYPE", "left"),
+        ("GPUS", "right"),
+        ("CAPACITY", "left"),
+        ("$/HOUR", "right"),
+        ("$/GPU-HOUR", "right"),
+        ("PRICE AGE", "right"),
     ]:
         table.add_column(name, justify=justify, no_wrap=name != "INSTANCE TYPE")  # type: ignore[arg-type]
     for q in quotes:
         o = q.offer
         table.add_row(
-            o.cloud, o.region, o.zone or "-", o.instance_type, f"{o.accelerator_count}x {o.accelerator}",
-            o.capacity_type.value, f"{o.price_per_hour:.2f}", f"{q.price_per_gpu_hour:.3f}",
+            o.cloud,
+            o.region,
+            o.zone or "-",
+            o.instance_type,
+            f"{o.accelerator_count}x {o.accelerator}",
+            o.capacity_type.value,
+            f"{o.price_per_hour:.2f}",
+            f"{q.price_per_gpu_hour:.3f}",
             format_age(timedelta(seconds=q.price_age_seconds)),
         )
     Console(width=max(_out.width, 140)).print(table)
@@ -199,12 +227,16 @@ def db_current() -> None:
 
 @catalog_app.command("import")
 def catalog_import(
-    path: Annotated[Path, typer.Argument(help="A SkyPilot catalog file, e.g. ~/.sky/catalogs/v8/aws/vms.csv")],
+    path: Annotated[
+        Path, typer.Argument(help="A SkyPilot catalog file, e.g. ~/.sky/catalogs/v8/aws/vms.csv")
+    ],
     cloud: Annotated[
-        str | None, typer.Option(help="The file's cloud (aws, gcp, azure, lambda, runpod); default: from the path")
+        str | None,
+        typer.Option(help="The file's cloud (aws, gcp, azure, lambda, runpod); default: from the path"),
     ] = None,
     observed_at: Annotated[
-        datetime | None, typer.Option(help="When the prices were observed (ISO 8601) [default: the file's mtime]")
+        datetime | None,
+        typer.Option(help="When the prices were observed (ISO 8601) [default: the file's mtime]"),
     ] = None,
 ) -> None:
     """Import a SkyPilot catalog vms.csv as a new price snapshot (all or nothing)."""
@@ -220,7 +252,9 @@ def catalog_import(
         with open_database(settings) as database:
             prepare_database(database, settings)
             with database.sessions.begin() as session:
-                record = import_skypilot_catalog(session, path.expanduser(), cloud=cloud, observed_at=observed_at)
+                record = import_skypilot_catalog(
+                    session, path.expanduser(), cloud=cloud, observed_at=observed_at
+                )
     except (CatalogImportError, CatalogFormatError) as exc:
         raise _fail(f"{exc}\nnothing was imported", code=2) from None
     except EmbeddedPostgresError as exc:
@@ -228,7 +262,8 @@ def catalog_import(
     if record.created:
         _out.print(
             f"imported {record.offer_count} offers for {', '.join(record.clouds)} as snapshot {record.id} "
-            f"(observed {record.observed_at.isoformat()})", highlight=False,
+            f"(observed {record.observed_at.isoformat()})",
+            highlight=False,
         )
     else:
         _out.print(f"already imported as snapshot {record.id}; nothing changed", highlight=False)
@@ -254,8 +289,12 @@ def catalog_list() -> None:
         table.add_column(name)
     for s in snapshots:
         table.add_row(
-            str(s.id), s.source, ", ".join(s.clouds), str(s.offer_count),
-            s.observed_at.isoformat(timespec="minutes"), s.imported_at.isoformat(timespec="minutes"),
+            str(s.id),
+            s.source,
+            ", ".join(s.clouds),
+            str(s.offer_count),
+            s.observed_at.isoformat(timespec="minutes"),
+            s.imported_at.isoformat(timespec="minutes"),
         )
     Console(width=max(_out.width, 120)).print(table)
 

@@ -100,7 +100,7 @@ def rejection(offer: Offer, query: OfferQuery) -> str | None:
 
 
 def ranking_key(offer: Offer) -> tuple[object, ...]:
-    """Cheapest GPU-hour first; then the cheaper instance, safer capacity, and a stable order."""
+    """Cheapest GPU-hour first; then the cheaper instance, safer capacity, and a total, stable order."""
     return (
         offer.price_per_gpu_hour,
         offer.price_per_hour,
@@ -109,6 +109,10 @@ def ranking_key(offer: Offer) -> tuple[object, ...]:
         offer.region,
         offer.zone or "",
         offer.instance_type,
+        offer.accelerator,
+        offer.accelerator_count,
+        offer.source,
+        offer.observed_at,
     )
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
 from broker.core.types import CapacityType, Offer
 from pricing.normalize import accelerator_count, canonical_accelerator
-from pricing.skypilot import CatalogFormatError, CatalogProblem
+from pricing.rows import CatalogFormatError, CatalogProblem, RowFields
 
 COLUMNS: tuple[str, ...] = (
     "cloud",
@@ -32,23 +31,6 @@ COLUMNS: tuple[str, ...] = (
 # Vast rows carry SkyPilot's fixed minimum request (32 vCPUs, 64 GiB), not the host's specs.
 _HOST_SPECS_UNKNOWN = frozenset({"vast"})
 
-_MAX_PROBLEMS = 50
-
-
-def _decimal(text: str, field: str, line: int, problems: list[CatalogProblem]) -> Decimal | None:
-    """Parse an optional non-negative decimal; record a problem and return None when it is bad."""
-    if text.strip() == "":
-        return None
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        problems.append(CatalogProblem(line, field, f"not a number: {text!r}"))
-        return None
-    if not value.is_finite() or value < 0:
-        problems.append(CatalogProblem(line, field, f"must be a non-negative amount, got {text!r}"))
-        return None
-    return value
-
 
 def parse_offers_csv(
     text: str, *, source_name: str, observed_at: datetime, sources: dict[str, str]
@@ -64,14 +46,11 @@ def parse_offers_csv(
     problems: list[CatalogProblem] = []
     header = next(reader, None)
     if header is None:
-        raise CatalogFormatError(source_name, [CatalogProblem(None, None, "the file is empty")])
-    missing = [c for c in COLUMNS if c not in header]
-    unknown = [c for c in header if c not in COLUMNS]
-    problems += [CatalogProblem(1, c, "missing column") for c in missing]
-    problems += [CatalogProblem(1, c, "unknown column") for c in unknown]
+        raise CatalogFormatError(source_name, [CatalogProblem(None, None, "empty file: no header row")])
+    problems += [CatalogProblem(1, c, "required column is missing") for c in COLUMNS if c not in header]
+    problems += [CatalogProblem(1, c, f"unknown column {c!r}") for c in header if c not in COLUMNS]
     if problems:
         raise CatalogFormatError(source_name, problems)
-    index = {name: header.index(name) for name in COLUMNS}
     offers: list[Offer] = []
     for row in reader:
         line = reader.line_num
@@ -80,48 +59,38 @@ def parse_offers_csv(
         if len(row) != len(header):
             problems.append(CatalogProblem(line, None, f"expected {len(header)} fields, found {len(row)}"))
             continue
-        field = {name: row[i].strip() for name, i in index.items()}
-        row_problems: list[CatalogProblem] = []
-        cloud = field["cloud"].lower()
+        f = RowFields(dict(zip(header, row, strict=True)), line, problems)
+        cloud = f.text("cloud").lower()
         if cloud not in sources:
-            row_problems.append(CatalogProblem(line, "cloud", f"no source recorded for cloud {cloud!r}"))
+            f.fail("cloud", f"no source recorded for cloud {cloud!r}")
         for required in ("region", "accelerator"):
-            if not field[required]:
-                row_problems.append(CatalogProblem(line, required, "must not be empty"))
-        try:
-            listed_count = int(field["accelerator_count"])
-            if listed_count <= 0:
-                raise ValueError
-        except ValueError:
-            row_problems.append(
-                CatalogProblem(line, "accelerator_count", f"must be a positive whole number, got "
-                               f"{field['accelerator_count']!r}")
-            )
-            listed_count = 0
-        vcpus = _decimal(field["vcpus"], "vcpus", line, row_problems)
-        memory = _decimal(field["memory_gib"], "memory_gib", line, row_problems)
+            if not f.text(required):
+                f.fail(required, "must not be empty")
+        listed_count = f.accelerator_count("accelerator_count")
+        if listed_count is None and f.ok:
+            f.fail("accelerator_count", "must be a whole number of GPUs")
+        vcpus = f.number("vcpus", what="vCPU count")
+        memory = f.number("memory_gib", what="memory size")
         prices = {
-            CapacityType.ON_DEMAND: _decimal(
-                field["price_ondemand_usd_hr"], "price_ondemand_usd_hr", line, row_problems
-            ),
-            CapacityType.SPOT: _decimal(field["price_spot_usd_hr"], "price_spot_usd_hr", line, row_problems),
+            CapacityType.ON_DEMAND: f.number("price_ondemand_usd_hr", what="price"),
+            CapacityType.SPOT: f.number("price_spot_usd_hr", what="price"),
         }
-        problems += row_problems
-        if row_problems or not field["instance_type"]:
+        if not f.ok or listed_count is None or not f.text("instance_type"):
             continue
         if cloud in _HOST_SPECS_UNKNOWN:
             vcpus = memory = None
+        instance_type = f.text("instance_type")
         for capacity, price in prices.items():
             if price is None:
                 continue
             offers.append(
                 Offer(
                     cloud=cloud,
-                    region=field["region"],
-                    zone=field["zone"] or None,
-                    instance_type=field["instance_type"],
-                    accelerator=canonical_accelerator(field["accelerator"]),
-                    accelerator_count=accelerator_count(cloud, field["instance_type"], listed_count),
+                    region=f.text("region"),
+                    zone=f.text("zone") or None,
+                    instance_type=instance_type,
+                    accelerator=canonical_accelerator(f.text("accelerator")),
+                    accelerator_count=accelerator_count(cloud, instance_type, listed_count),
                     vcpus=vcpus,
                     memory_gib=memory,
                     capacity_type=capacity,
@@ -132,8 +101,5 @@ def parse_offers_csv(
                 )
             )
     if problems:
-        raise CatalogFormatError(source_name, problems[:_MAX_PROBLEMS] + (
-            [CatalogProblem(None, None, f"... and {len(problems) - _MAX_PROBLEMS} more problems")]
-            if len(problems) > _MAX_PROBLEMS else []
-        ))
+        raise CatalogFormatError(source_name, problems)
     return offers

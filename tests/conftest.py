@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -57,9 +56,26 @@ def template_url(pg_server: EmbeddedPostgres) -> str:
     return url
 
 
+def _clone(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE))
+        )
+    return _url(admin_url, name).replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def _drop(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(scope="session")
-def shared_engine(template_url: str) -> Iterator[Engine]:
-    engine = make_engine(template_url)
+def shared_engine(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[Engine]:
+    """An engine on a clone of the template shared by the rolled-back ``session`` tests.
+
+    (The template itself must stay free of connections, or it cannot be cloned.)"""
+    engine = make_engine(_clone(pg_server.admin_url(), "gpubroker_shared"))
     yield engine
     engine.dispose()
 
@@ -81,14 +97,8 @@ def session(shared_engine: Engine) -> Iterator[Session]:
 def database_url(pg_server: EmbeddedPostgres, template_url: str) -> Iterator[str]:
     """The URL of a fresh database cloned from the template, dropped after the test."""
     name = f"gpubroker_t{os.getpid()}_{next(_counter)}"
-    admin = pg_server.admin_url()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(TEMPLATE))
-        )
-    yield _url(admin, name).replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield _clone(pg_server.admin_url(), name)
+    _drop(pg_server.admin_url(), name)
 
 
 @pytest.fixture
@@ -106,8 +116,4 @@ def empty_database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield _url(admin, name).replace("postgresql://", "postgresql+psycopg://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+    _drop(admin, name)

@@ -33,7 +33,9 @@ def readyz(database: DatabaseDep) -> Health | JSONResponse:
     head = head_revision()
     if revision != head:
         return problem(
-            503, "not-ready", "Database schema is not current",
+            503,
+            "not-ready",
+            "Database schema is not current",
             f"schema at {revision}, gpubroker needs {head}: run `gpubroker db upgrade`",
         )
     return Health(status="ok", database="ok", schema_revision=revision)

@@ -27,12 +27,14 @@ def list_offers(
     ] = None,
     region: Annotated[str | None, Query(max_length=128)] = None,
     capacity: Annotated[CapacityType | None, Query(description="on-demand, spot or reserved")] = None,
-    max_price: Annotated[
-        Decimal | None, Query(ge=0, le=10_000, description="Max $ per GPU-hour")
-    ] = None,
+    max_price: Annotated[Decimal | None, Query(ge=0, le=10_000, description="Max $ per GPU-hour")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> OfferList:
-    clouds = frozenset(c.strip().lower() for part in cloud for c in part.split(",") if c.strip()) if cloud else None
+    clouds = (
+        frozenset(c.strip().lower() for part in cloud for c in part.split(",") if c.strip())
+        if cloud
+        else None
+    )
     query = OfferQuery(
         gpu=gpu,
         count=count,

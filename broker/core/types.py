@@ -45,7 +45,9 @@ class Offer:
         if not isinstance(self.price_per_hour, Decimal):
             raise TypeError(f"price_per_hour must be Decimal, got {type(self.price_per_hour).__name__}")
         if not self.price_per_hour.is_finite() or self.price_per_hour < 0:
-            raise ValueError(f"price_per_hour must be a finite non-negative Decimal, got {self.price_per_hour}")
+            raise ValueError(
+                f"price_per_hour must be a finite non-negative Decimal, got {self.price_per_hour}"
+            )
         if self.observed_at.tzinfo is None:
             raise ValueError("observed_at must be timezone-aware")
 

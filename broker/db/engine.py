@@ -56,7 +56,9 @@ def open_database(settings: Settings) -> Iterator[Database]:
             _log.warning("recovered the embedded PostgreSQL after an unclean shutdown")
     engine = make_engine(url)
     try:
-        yield Database(engine=engine, sessions=sessionmaker(engine, expire_on_commit=False), embedded=embedded)
+        yield Database(
+            engine=engine, sessions=sessionmaker(engine, expire_on_commit=False), embedded=embedded
+        )
     finally:
         engine.dispose()
         if embedded is not None:

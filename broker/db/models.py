@@ -79,7 +79,15 @@ class OfferPrice(Base):
         CheckConstraint("accelerator_count > 0", name="accelerator_count_positive"),
         CheckConstraint(f"capacity_type IN {CAPACITY_TYPES!r}", name="capacity_type_known"),
         Index("ix_offer_price_snapshot_cloud", "snapshot_id", "cloud"),
-        Index("ix_offer_price_history", "cloud", "region", "zone", "instance_type", "capacity_type", "observed_at"),
+        Index(
+            "ix_offer_price_history",
+            "cloud",
+            "region",
+            "zone",
+            "instance_type",
+            "capacity_type",
+            "observed_at",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

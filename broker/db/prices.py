@@ -117,14 +117,21 @@ def add_snapshot(
     return _record(snapshot, covered, created=True)
 
 
-def _current_snapshot_per_cloud():  # noqa: ANN202 - a SQLAlchemy subquery
-    return (
-        select(PriceSnapshotCloud.cloud, PriceSnapshotCloud.snapshot_id)
-        .join(PriceSnapshot, PriceSnapshot.id == PriceSnapshotCloud.snapshot_id)
-        .distinct(PriceSnapshotCloud.cloud)
-        .order_by(PriceSnapshotCloud.cloud, PriceSnapshot.observed_at.desc(), PriceSnapshot.id.desc())
-        .subquery("current_snapshot")
+def _current_snapshot_per_cloud():
+    newest_first = (
+        func.row_number()
+        .over(
+            partition_by=PriceSnapshotCloud.cloud,
+            order_by=(PriceSnapshot.observed_at.desc(), PriceSnapshot.id.desc()),
+        )
+        .label("rank")
     )
+    ranked = (
+        select(PriceSnapshotCloud.cloud, PriceSnapshotCloud.snapshot_id, newest_first)
+        .join(PriceSnapshot, PriceSnapshot.id == PriceSnapshotCloud.snapshot_id)
+        .subquery("ranked")
+    )
+    return select(ranked.c.cloud, ranked.c.snapshot_id).where(ranked.c.rank == 1).subquery("current_snapshot")
 
 
 def _to_offer(row: OfferPrice) -> Offer:
@@ -161,6 +168,8 @@ def list_snapshots(session: Session) -> list[SnapshotRecord]:
     """Every stored snapshot, newest import first."""
     snapshots = session.scalars(select(PriceSnapshot).order_by(PriceSnapshot.id.desc())).all()
     clouds: dict[int, list[str]] = {}
-    for snapshot_id, cloud in session.execute(select(PriceSnapshotCloud.snapshot_id, PriceSnapshotCloud.cloud)):
+    for snapshot_id, cloud in session.execute(
+        select(PriceSnapshotCloud.snapshot_id, PriceSnapshotCloud.cloud)
+    ):
         clouds.setdefault(snapshot_id, []).append(cloud)
     return [_record(s, clouds.get(s.id, []), created=False) for s in snapshots]

@@ -16,7 +16,7 @@ import migrations
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     """An Alembic config pointing at the packaged ``migrations/`` (works from a wheel too)."""
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(next(iter(migrations.__path__)))))
     if url is not None:
         config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     if connection is not None:

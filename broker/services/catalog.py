@@ -11,7 +11,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from broker.db.prices import SnapshotRecord, add_snapshot, find_snapshot
-from pricing.skypilot import SUPPORTED_CLOUDS, CatalogFormatError, CatalogProblem, cloud_from_path, parse_vms_csv
+from pricing.rows import CatalogFormatError, CatalogProblem
+from pricing.skypilot import SUPPORTED_CLOUDS, cloud_from_path, parse_vms_csv
 from pricing.snapshot import parse_offers_csv
 
 BUNDLED_SOURCE = "bundled"

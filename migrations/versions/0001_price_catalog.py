@@ -35,7 +35,9 @@ def upgrade() -> None:
         sa.Column("cloud", sa.Text(), nullable=False),
         sa.Column("offer_count", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["snapshot_id"], ["price_snapshot.id"], ondelete="CASCADE",
+            ["snapshot_id"],
+            ["price_snapshot.id"],
+            ondelete="CASCADE",
             name="fk_price_snapshot_cloud_snapshot_id_price_snapshot",
         ),
         sa.PrimaryKeyConstraint("snapshot_id", "cloud", name="pk_price_snapshot_cloud"),
@@ -59,7 +61,9 @@ def upgrade() -> None:
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_offer_price"),
         sa.ForeignKeyConstraint(
-            ["snapshot_id"], ["price_snapshot.id"], ondelete="CASCADE",
+            ["snapshot_id"],
+            ["price_snapshot.id"],
+            ondelete="CASCADE",
             name="fk_offer_price_snapshot_id_price_snapshot",
         ),
         sa.CheckConstraint("price_per_hour >= 0", name="ck_offer_price_price_non_negative"),
