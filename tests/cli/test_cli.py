@@ -51,8 +51,10 @@ def test_offers_table_lists_h100_from_the_major_clouds(env: dict[str, str], tmp_
         "PRICE AGE",
     ):
         assert header in out
-    for cloud in ("aws", "gcp", "lambda", "runpod", "nebius", "azure", "oci", "vast"):
-        assert f"│ {cloud} " in out
+    # Every cloud in the shared price data lists H100s.
+    clouds = ("aws", "gcp", "lambda", "runpod", "nebius", "azure", "oci", "cudo", "vast", "fluidstack")
+    for cloud in (*clouds, "paperspace", "do"):
+        assert f"│ {cloud} " in out, cloud
     assert not (tmp_path / "home" / "pgdata").exists()  # DATABASE_URL set: embedded server never started
 
 
