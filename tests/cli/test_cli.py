@@ -158,3 +158,11 @@ def test_db_current_and_upgrade(empty_database_url: str, tmp_path: Path) -> None
 def test_a_non_postgres_database_url_is_refused(tmp_path: Path) -> None:
     code, out = run({"DATABASE_URL": "sqlite:///x.db", "GPUBROKER_HOME": str(tmp_path)}, "db", "current")
     assert code == 2 and "PostgreSQL" in out
+
+
+def test_an_unusable_home_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "not-a-directory"
+    home.write_text("")
+    code, out = run({"GPUBROKER_HOME": str(home)}, "db", "current")
+    assert code == 1
+    assert "could not start the embedded PostgreSQL" in out and "DATABASE_URL" in out
