@@ -14,7 +14,11 @@ _log = logging.getLogger(__name__)
 
 def prepare_database(database: Database, settings: Settings) -> None:
     """Apply schema migrations and, unless disabled, store the bundled price snapshot once."""
+    before = schema.current_revision(database.engine)
     schema.upgrade(database.engine)
+    after = schema.current_revision(database.engine)
+    if after != before:
+        _log.info("database schema upgraded from %s to %s", before or "(empty)", after)
     if settings.load_bundled_catalog:
         with database.sessions.begin() as session:
             record = load_bundled_snapshot(session)

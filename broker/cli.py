@@ -58,6 +58,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # Alembic logs two INFO lines each time /readyz reads the schema revision; bootstrap logs upgrades itself.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
