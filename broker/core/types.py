@@ -16,12 +16,22 @@ class CapacityType(enum.StrEnum):
     RESERVED = "reserved"
 
 
+class Availability(enum.StrEnum):
+    """What a provider says about capacity for an offer right now (where its API says anything)."""
+
+    AVAILABLE = "available"
+    LIMITED = "limited"
+    UNAVAILABLE = "unavailable"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     """One priced way to rent GPUs: an instance type in a place, bought one way, at one price.
 
     ``price_per_hour`` is USD (``currency``) per instance-hour. ``observed_at`` is when the
-    source saw the price (timezone-aware), so callers can show its age.
+    source saw the price (timezone-aware), so callers can show its age. ``availability`` is the
+    provider's capacity signal when it gives one (a catalog price alone says nothing about it).
     """
 
     cloud: str
@@ -37,6 +47,7 @@ class Offer:
     currency: str
     source: str
     observed_at: datetime
+    availability: Availability = Availability.UNKNOWN
 
     def __post_init__(self) -> None:
         # The core stays total only if bad offers never get in: check at construction.
