@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -160,6 +161,7 @@ class SimulatedCloud:
         self._ids = itertools.count(1)
         self._scripted: dict[str, list[ProviderError]] = {}
         self._lose_next_launch = 0
+        self.calls: Counter[str] = Counter()  # call log, by operation
         self.capabilities = Capabilities(
             capacity_types=frozenset(CapacityType),
             reservations=True,
@@ -334,6 +336,7 @@ class SimulatedCloud:
     # --- internals -----------------------------------------------------------------------------
     def _enter(self, operation: str, region: str | None) -> None:
         """Faults first: a scripted error, an outage, then random errors and latency."""
+        self.calls[operation] += 1
         scripted = self._scripted.get(operation)
         if scripted:
             error = scripted.pop(0)

@@ -103,7 +103,8 @@ class ProviderContract:
         got = harness.provider.get_instance(request.instance_id, region=request.region)
         assert got is not None and got.provider_instance_id == instance.provider_instance_id
         listed = harness.provider.list_instances()
-        assert [i.instance_id for i in listed if i.instance_id == request.instance_id] == [request.instance_id]
+        mine = [i.instance_id for i in listed if i.instance_id == request.instance_id]
+        assert mine == [request.instance_id]
 
         harness.provider.terminate(request.instance_id, region=request.region)
         assert harness.live_instance_count() == 0
