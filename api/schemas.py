@@ -30,6 +30,10 @@ class OfferOut(BaseModel):
     source: str = Field(description="Where the price comes from (catalog file and version)")
     observed_at: datetime = Field(description="When the source observed the price")
     price_age_seconds: int = Field(description="Age of the price when this answer was made")
+    stale: bool = Field(description="The price is older than the refresh interval allows (last good price)")
+    availability: str = Field(
+        description="Provider capacity signal: available, limited, unavailable, unknown"
+    )
 
     @classmethod
     def from_quote(cls, quote: OfferQuote) -> OfferOut:
@@ -50,6 +54,8 @@ class OfferOut(BaseModel):
             source=o.source,
             observed_at=o.observed_at,
             price_age_seconds=quote.price_age_seconds,
+            stale=quote.stale,
+            availability=o.availability.value,
         )
 
 

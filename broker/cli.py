@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -32,8 +34,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
 catalog_app = typer.Typer(help="The GPU price catalog: import prices, list snapshots.", no_args_is_help=True)
+providers_app = typer.Typer(
+    help="Cloud providers: which are configured, reachable, and healthy.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(providers_app, name="providers")
 
 _out = Console()
 _err = Console(stderr=True)
@@ -98,24 +104,76 @@ def serve(
     import uvicorn
 
     from api.app import create_app
+    from broker.jobs.price_refresh import PriceRefresher
+    from providers.registry import AdapterUnavailable, active, discover
 
     settings = _settings()
     _configure_logging(settings.log_level)
+    try:
+        entries = discover()
+    except AdapterUnavailable as exc:
+        raise _fail(str(exc), code=2) from None
+    providers = active(entries)
     with _database(settings) as database:
         where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
         _err.print(f"database: {where}", highlight=False)
+        names = ", ".join(p.name for p in providers)
+        note = " (the simulated cloud: no cloud credentials are configured)" if names == "sim" else ""
+        _err.print(f"providers: {names}{note}", highlight=False)
+        refresher = PriceRefresher(database, providers, settings.price_refresh_seconds)
+        for outcome in refresher.refresh_all():
+            state = (
+                f"{outcome.offers} offers" if outcome.ok else f"failed, keeping older prices: {outcome.error}"
+            )
+            _err.print(f"prices from {outcome.provider}: {state}", highlight=False)
+        refresher.start()
         listen_host, listen_port = host or settings.host, port or settings.port
         _err.print(
             f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False
         )
-        uvicorn.run(
-            create_app(database),
-            host=listen_host,
-            port=listen_port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-        )
+        try:
+            _serve_until_signalled(
+                uvicorn,
+                create_app(
+                    database,
+                    provider_entries=entries,
+                    refresher=refresher,
+                    stale_after=timedelta(seconds=settings.price_stale_after_seconds),
+                ),
+                host=listen_host,
+                port=listen_port,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+            )
+        except _StopServing:
+            pass
+        finally:
+            refresher.stop()
+            for provider in providers:
+                provider.close()
     _err.print("gpubroker stopped", highlight=False)
+
+
+class _StopServing(Exception):
+    """SIGINT or SIGTERM arrived: unwind, so the database and the embedded server are stopped."""
+
+
+def _serve_until_signalled(uvicorn: ModuleType, app: object, **options: object) -> None:
+    """Run uvicorn until SIGINT/SIGTERM, then return through our cleanup.
+
+    uvicorn shuts down gracefully on either signal and then re-raises it with the handlers it
+    found; with the default SIGTERM handler that kills the process before the embedded
+    PostgreSQL is stopped (``docker stop``, systemd). Our handlers unwind the stack instead."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _StopServing(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, **options)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _parse_max_price(value: str | None) -> Decimal | None:
@@ -162,8 +220,9 @@ def offers(
         max_price_per_gpu_hour=_parse_max_price(max_price),
         limit=limit,
     )
-    with _database(_settings()) as database, database.sessions() as session:
-        quotes = find_offers(session, query, utc_now())
+    settings = _settings()
+    with _database(settings) as database, database.sessions() as session:
+        quotes = find_offers(session, query, utc_now(), timedelta(seconds=settings.price_stale_after_seconds))
     if as_json:
         payload = [OfferOut.from_quote(q).model_dump(mode="json") for q in quotes]
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
@@ -279,6 +338,57 @@ def catalog_list() -> None:
             s.imported_at.isoformat(timespec="minutes"),
         )
     Console(width=max(_out.width, 120)).print(table)
+
+
+# A probe fails fast: a provider that fails its health check and every retry of its offers
+# opens its breaker, and the table says so.
+PROBE_POLICY = {
+    "max_attempts": 3,
+    "breaker_threshold": 3,
+    "backoff_initial": 0.2,
+    "backoff_max": 1.0,
+    "timeout_seconds": 20.0,
+}
+
+
+@providers_app.command("check")
+def providers_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Probe every provider: configured? reachable? how many H100 offers? last error, breaker state."""
+    from dataclasses import asdict
+
+    from broker.services.providers import probe
+    from providers.registry import AdapterUnavailable, discover
+    from providers.resilience import ResiliencePolicy
+
+    try:
+        entries = discover(policy=ResiliencePolicy(**PROBE_POLICY))  # type: ignore[arg-type]
+    except AdapterUnavailable as exc:
+        raise _fail(str(exc), code=2) from None
+    reports = [probe(entry) for entry in entries]
+    for entry in entries:
+        if entry.provider is not None:
+            entry.provider.close()
+    if as_json:
+        payload = [{**asdict(r), "breaker_state": r.breaker_state} for r in reports]
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    table = Table(title="Providers", title_justify="left")
+    for name in ("PROVIDER", "CONFIGURED", "REACHABLE", "H100 OFFERS", "BREAKER", "LAST ERROR / NOTE"):
+        table.add_column(name, overflow="fold")
+    for r in reports:
+        reachable = "-" if r.reachable is None else ("yes" if r.reachable else "[red]no[/red]")
+        breaker = "[red]open[/red]" if r.breaker_state == "open" else r.breaker_state
+        table.add_row(
+            r.name,
+            "yes" if r.configured else "no",
+            reachable,
+            "-" if r.h100_offers is None else str(r.h100_offers),
+            breaker,
+            r.last_error or r.detail,
+        )
+    Console(width=max(_out.width, 140)).print(table)
 
 
 def main() -> None:

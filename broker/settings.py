@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         default=True, description="Load the price snapshot shipped with gpubroker on start-up."
     )
     log_level: str = Field(default="info", description="Log level for the service.")
+    price_refresh_seconds: int = Field(
+        default=300, ge=5, description="How often `serve` refreshes prices from live providers."
+    )
+    price_stale_after_seconds: int = Field(
+        default=3600, ge=1, description="A price older than this is shown as stale."
+    )
 
     @field_validator("home", mode="after")
     @classmethod

@@ -230,9 +230,13 @@ class ResilientProvider:
     def check(self) -> ProviderStatus:
         """The adapter's own check (it never raises), unless the breaker refuses the call."""
         try:
-            return self._call("check", None, self.inner.check, retry=False)
+            status = self._call("check", None, self.inner.check, retry=False)
         except ProviderError as exc:
             return ProviderStatus(self.name, configured=True, reachable=False, detail=str(exc))
+        if status.configured and not status.reachable:  # a failed health check is a provider failure
+            self.breaker().record_failure(Transient(status.detail or "check failed", provider=self.name))
+            self.last_error = status.detail or "check failed"
+        return status
 
     # --- the layer -----------------------------------------------------------------------------
     def _wait(self, state: tenacity.RetryCallState) -> float:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from broker.db.embedded import server_pid
+from broker.db.schema import head_revision
 
 GPUBROKER = str(Path(sys.executable).parent / "gpubroker")
 
@@ -89,7 +90,7 @@ def wait_gone(pid: int, timeout: float = 15) -> bool:
 def test_serve_answers_then_ctrl_c_stops_it_and_its_postgres_and_restart_reuses_data(home: Path) -> None:
     served = Served(home)
     ready = served.wait_ready()
-    assert ready.json()["schema_revision"] == "0001"
+    assert ready.json()["schema_revision"] == head_revision()
     assert httpx.get(served.url + "/healthz").json()["status"] == "ok"
     assert httpx.get(served.url + "/docs").status_code == 200
     offers = httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "limit": 1000}).json()["offers"]
@@ -152,4 +153,27 @@ def test_serve_with_database_url_never_starts_the_embedded_server(home: Path, da
     served.wait_ready()
     assert not (home / "pgdata").exists()
     assert httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "limit": 1}).json()["count"] == 1
+    assert served.stop() == 0
+
+
+def test_sigterm_stops_serve_and_its_postgres_cleanly(home: Path) -> None:
+    served = Served(home)
+    served.wait_ready()
+    pg_pid = server_pid(home / "pgdata")
+    assert pg_pid is not None
+    assert served.stop(signal.SIGTERM) == 0  # docker stop, systemd
+    assert wait_gone(pg_pid), "embedded PostgreSQL still running after SIGTERM"
+    assert "gpubroker stopped" in served.output()
+
+
+def test_serve_without_credentials_runs_on_the_simulated_cloud(home: Path) -> None:
+    served = Served(home, {"AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "True"})
+    served.wait_ready()
+    assert "providers: sim (the simulated cloud" in served.output()
+    sim = httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "cloud": "sim", "limit": 100}).json()
+    assert sim["count"] == 64  # 8 traced zones x 4 a3-highgpu sizes x (on-demand, spot)
+    assert {o["availability"] for o in sim["offers"]} <= {"available", "limited", "unavailable"}
+    providers = {p["name"]: p for p in httpx.get(served.url + "/v1/providers").json()["providers"]}
+    assert providers["sim"]["configured"] and providers["sim"]["reachable"]
+    assert providers["sim"]["interruption_notice_seconds"] == 30
     assert served.stop() == 0

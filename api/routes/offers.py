@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api.deps import NowDep, SessionDep
 from api.schemas import OfferList, OfferOut
@@ -18,6 +18,7 @@ router = APIRouter(prefix="/v1", tags=["offers"])
 
 @router.get("/offers", response_model=OfferList, summary="Cheapest current offers, per GPU-hour")
 def list_offers(
+    request: Request,
     session: SessionDep,
     now: NowDep,
     gpu: Annotated[str | None, Query(max_length=64, description="GPU model, e.g. H100")] = None,
@@ -44,5 +45,5 @@ def list_offers(
         max_price_per_gpu_hour=max_price,
         limit=limit,
     )
-    quotes = find_offers(session, query, now)
+    quotes = find_offers(session, query, now, request.app.state.stale_after)
     return OfferList(offers=[OfferOut.from_quote(q) for q in quotes], count=len(quotes), generated_at=now)

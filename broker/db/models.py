@@ -37,6 +37,7 @@ NAMING_CONVENTION = {
 }
 
 CAPACITY_TYPES = ("on-demand", "spot", "reserved")
+AVAILABILITIES = ("available", "limited", "unavailable", "unknown")
 
 
 class Base(DeclarativeBase):
@@ -78,6 +79,7 @@ class OfferPrice(Base):
         CheckConstraint("price_per_hour >= 0", name="price_non_negative"),
         CheckConstraint("accelerator_count > 0", name="accelerator_count_positive"),
         CheckConstraint(f"capacity_type IN {CAPACITY_TYPES!r}", name="capacity_type_known"),
+        CheckConstraint(f"availability IN {AVAILABILITIES!r}", name="availability_known"),
         Index("ix_offer_price_snapshot_cloud", "snapshot_id", "cloud"),
         Index(
             "ix_offer_price_history",
@@ -105,3 +107,4 @@ class OfferPrice(Base):
     currency: Mapped[str] = mapped_column(String(3))
     source: Mapped[str] = mapped_column(Text)
     observed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    availability: Mapped[str] = mapped_column(Text, server_default="unknown")

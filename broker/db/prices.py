@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select
 from sqlalchemy.orm import Session
 
-from broker.core.types import CapacityType, Offer
+from broker.core.types import Availability, CapacityType, Offer
 from broker.db.models import OfferPrice, PriceSnapshot, PriceSnapshotCloud
 
 
@@ -109,6 +109,7 @@ def add_snapshot(
                     "currency": o.currency,
                     "source": o.source,
                     "observed_at": o.observed_at,
+                    "availability": o.availability.value,
                 }
                 for o in offers
             ],
@@ -150,6 +151,7 @@ def _to_offer(row: Row[Any]) -> Offer:
         currency=row.currency,
         source=row.source,
         observed_at=row.observed_at,
+        availability=Availability(row.availability),
     )
 
 

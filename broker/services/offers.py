@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -20,16 +20,28 @@ class OfferQuote:
     offer: Offer
     price_per_gpu_hour: Decimal
     price_age_seconds: int
+    stale: bool
 
 
-def find_offers(session: Session, query: OfferQuery, now: datetime) -> list[OfferQuote]:
-    """The cheapest current offers answering ``query``, cheapest per GPU-hour first."""
+DEFAULT_STALE_AFTER = timedelta(hours=1)
+
+
+def find_offers(
+    session: Session, query: OfferQuery, now: datetime, stale_after: timedelta = DEFAULT_STALE_AFTER
+) -> list[OfferQuote]:
+    """The cheapest current offers answering ``query``, cheapest per GPU-hour first.
+
+    A price older than ``stale_after`` is marked stale (a failed refresh keeps the last good one)."""
     offers = current_offers(session, accelerator=query.gpu)
-    return [
-        OfferQuote(
-            offer=o,
-            price_per_gpu_hour=o.price_per_gpu_hour,
-            price_age_seconds=int(price_age(o.observed_at, now).total_seconds()),
+    quotes = []
+    for o in cheapest(offers, query):
+        age = price_age(o.observed_at, now)
+        quotes.append(
+            OfferQuote(
+                offer=o,
+                price_per_gpu_hour=o.price_per_gpu_hour,
+                price_age_seconds=int(age.total_seconds()),
+                stale=age > stale_after,
+            )
         )
-        for o in cheapest(offers, query)
-    ]
+    return quotes

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from api.app import create_app
 from broker.db.engine import Database
+from broker.db.schema import head_revision
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -26,7 +27,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "database": None, "schema_revision": None}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["database"] == "ok" and ready.json()["schema_revision"] == "0001"
+    assert ready.json()["database"] == "ok" and ready.json()["schema_revision"] == head_revision()
 
 
 def test_readyz_is_503_when_schema_is_behind(client: TestClient, database: Database) -> None:
@@ -64,6 +65,8 @@ def test_h100_offers_are_real_cheapest_first_and_money_is_a_string(client: TestC
         "source",
         "observed_at",
         "price_age_seconds",
+        "stale",
+        "availability",
     }
     assert isinstance(first["price_per_hour"], str)
     assert Decimal(first["price_per_hour"]) / first["accelerator_count"] == Decimal(
@@ -71,6 +74,8 @@ def test_h100_offers_are_real_cheapest_first_and_money_is_a_string(client: TestC
     )
     # The bundled snapshot was observed 2026-11-23T00:00Z; NOW is 36 hours later.
     assert first["price_age_seconds"] == 36 * 3600
+    assert first["stale"] is True  # older than the default hour: shown as the last known price
+    assert first["availability"] == "unknown"  # a catalog price says nothing about capacity
     assert first["source"].startswith("bundled:skypilot-catalog")
 
 

@@ -78,7 +78,7 @@ def test_newer_snapshot_replaces_a_clouds_prices_and_keeps_history(session: Sess
     history = session.scalars(
         select(OfferPrice.price_per_hour)
         .where(OfferPrice.cloud == "testcloud")
-        .order_by(OfferPrice.observed_at)
+        .order_by(OfferPrice.observed_at, OfferPrice.id)
     ).all()
     assert history == [Decimal("10"), Decimal("11"), Decimal("9")]
 
