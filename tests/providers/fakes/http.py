@@ -28,7 +28,7 @@ class FakeRequest:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)  # named groups of the route pattern
 
-    def json(self) -> Any:  # noqa: ANN401 - whatever the client sent
+    def json(self) -> Any:
         return json.loads(self.body or b"null")
 
 
@@ -81,7 +81,7 @@ class FakeHTTPServer:
         class _RequestHandler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _handle(self) -> None:
