@@ -22,6 +22,11 @@ from broker.db.embedded import EmbeddedPostgres
 from broker.db.engine import Database, make_engine
 from broker.services.catalog import load_bundled_snapshot
 
+# No test may reach a cloud metadata endpoint (169.254.169.254): credential chains that fall back
+# to it are told not to, for this process and the gpubroker processes the tests start.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["NO_GCE_CHECK"] = "True"
+
 TEMPLATE = "gpubroker_template"
 _counter = itertools.count()
 
