@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from broker.core.errors import ProviderError
@@ -29,16 +31,66 @@ class AdapterInfo:
     module: str
     extra: str | None  # the pip extra that installs its SDK
     credentials: str  # where it looks for credentials, for humans
+    # Signs that the provider is configured: environment variables, then files (``~`` expanded).
+    # Without one, the adapter is not even imported, so no SDK credential chain runs and nothing
+    # probes a cloud metadata endpoint on a laptop. Empty: always configured.
+    signal_env: tuple[str, ...] = ()
+    signal_files: tuple[str, ...] = ()
+
+    def looks_configured(self, environ: Mapping[str, str]) -> bool:
+        if not self.signal_env and not self.signal_files:
+            return True
+        if any(environ.get(name) for name in self.signal_env):
+            return True
+        return any(Path(path).expanduser().exists() for path in self.signal_files)
 
 
 ADAPTERS: tuple[AdapterInfo, ...] = (
-    AdapterInfo("aws", "providers.aws", "aws", "AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, role)"),
-    AdapterInfo("gcp", "providers.gcp", "gcp", "GOOGLE_APPLICATION_CREDENTIALS or gcloud ADC"),
-    AdapterInfo("azure", "providers.azure", "azure", "AZURE_SUBSCRIPTION_ID + DefaultAzureCredential"),
-    AdapterInfo("lambda", "providers.lambda_cloud", None, "LAMBDA_API_KEY"),
-    AdapterInfo("runpod", "providers.runpod", None, "RUNPOD_API_KEY"),
-    AdapterInfo("shadeform", "providers.shadeform", None, "SHADEFORM_API_KEY"),
-    AdapterInfo("vast", "providers.vast", None, "VAST_API_KEY"),
+    AdapterInfo(
+        "aws",
+        "providers.aws",
+        "aws",
+        "AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID, role)",
+        # An EC2 instance role is only used when asked for: probing the metadata endpoint
+        # from a machine that is not on EC2 costs seconds and talks to a link-local address.
+        signal_env=(
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "GPUBROKER_AWS_USE_INSTANCE_ROLE",
+        ),
+        signal_files=("~/.aws/credentials", "~/.aws/config"),
+    ),
+    AdapterInfo(
+        "gcp",
+        "providers.gcp",
+        "gcp",
+        "GOOGLE_APPLICATION_CREDENTIALS or gcloud ADC",
+        signal_env=("GOOGLE_APPLICATION_CREDENTIALS", "GPUBROKER_GCP_PROJECT"),
+        signal_files=("~/.config/gcloud/application_default_credentials.json",),
+    ),
+    AdapterInfo(
+        "azure",
+        "providers.azure",
+        "azure",
+        "AZURE_SUBSCRIPTION_ID + DefaultAzureCredential",
+        signal_env=("AZURE_SUBSCRIPTION_ID",),
+    ),
+    AdapterInfo("lambda", "providers.lambda_cloud", None, "LAMBDA_API_KEY", signal_env=("LAMBDA_API_KEY",)),
+    AdapterInfo("runpod", "providers.runpod", None, "RUNPOD_API_KEY", signal_env=("RUNPOD_API_KEY",)),
+    AdapterInfo(
+        "shadeform", "providers.shadeform", None, "SHADEFORM_API_KEY", signal_env=("SHADEFORM_API_KEY",)
+    ),
+    AdapterInfo("vast", "providers.vast", None, "VAST_API_KEY", signal_env=("VAST_API_KEY",)),
+    AdapterInfo(
+        "kubernetes",
+        "providers.kubernetes",
+        "kubernetes",
+        "GPUBROKER_KUBE_PRICES + kubeconfig",
+        signal_env=("GPUBROKER_KUBE_PRICES",),
+    ),
     AdapterInfo("sim", "providers.sim", None, "none: the simulated cloud (GPUBROKER_SIM_*)"),
 )
 BY_NAME = {info.name: info for info in ADAPTERS}
@@ -76,6 +128,8 @@ def load_module(name: str) -> ModuleType:
 
 
 def _build(info: AdapterInfo, policy: ResiliencePolicy | None) -> ProviderEntry:
+    if not info.looks_configured(os.environ):
+        return ProviderEntry(info, None, f"not configured ({info.credentials})")
     try:
         adapter: Provider | None = load_module(info.name).from_environment()
     except AdapterUnavailable as exc:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from providers.registry import ADAPTERS, AdapterUnavailable, active, discover, load_module
@@ -17,6 +21,7 @@ CREDENTIAL_VARIABLES = (
     "GOOGLE_APPLICATION_CREDENTIALS",
     "GPUBROKER_PROVIDERS",
     "GPUBROKER_SIM_FAULTS",
+    "GPUBROKER_KUBE_PRICES",
 )
 
 
@@ -57,3 +62,24 @@ def test_a_misconfigured_simulator_is_reported_not_raised(monkeypatch: pytest.Mo
     monkeypatch.setenv("GPUBROKER_SIM_FAULTS", "meteor=1")
     sim = next(e for e in discover() if e.info.name == "sim")
     assert not sim.configured and "misconfigured" in (sim.problem or "") and "meteor" in (sim.problem or "")
+
+
+def test_a_configured_provider_replaces_the_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_API_KEY", "secret_test_key")
+    entries = discover()
+    assert [p.name for p in active(entries)] == ["lambda"]
+    sim = next(e for e in entries if e.info.name == "sim")
+    assert sim.problem == "a real provider is configured"
+
+
+def test_unconfigured_sdk_adapters_are_not_even_imported() -> None:
+    # A fresh interpreter: nothing imported yet. No signal means no import, no credential chain.
+    code = (
+        "import sys; from providers.registry import discover; discover(); "
+        "heavy = ('providers.aws', 'providers.gcp', 'providers.azure', 'boto3'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES}
+    env["HOME"] = "/nonexistent-home-for-test"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
