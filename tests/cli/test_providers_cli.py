@@ -16,7 +16,17 @@ def test_check_lists_every_provider_and_counts_h100_offers() -> None:
     result = runner.invoke(app, ["providers", "check", "--json"], env=BASE)
     assert result.exit_code == 0, result.output
     reports = {r["name"]: r for r in json.loads(result.output)}
-    assert set(reports) == {"aws", "gcp", "azure", "lambda", "runpod", "shadeform", "vast", "kubernetes", "sim"}
+    assert set(reports) == {
+        "aws",
+        "gcp",
+        "azure",
+        "lambda",
+        "runpod",
+        "shadeform",
+        "vast",
+        "kubernetes",
+        "sim",
+    }
     sim = reports["sim"]
     assert sim["configured"] and sim["reachable"] and sim["h100_offers"] == 64
     assert sim["breaker_state"] == "closed"
