@@ -60,12 +60,30 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+SECRET_BEARING_LOGGERS = (
+    "botocore",
+    "boto3",
+    "urllib3",
+    "httpx",
+    "httpcore",
+    "azure",
+    "google.auth",
+    "google.api_core",
+    "kubernetes",
+)
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger().setLevel(level.upper())  # basicConfig leaves an already-configured root alone
     # Alembic logs two INFO lines each time /readyz reads the schema revision; bootstrap logs upgrades itself.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # SDK and HTTP-client debug logs print request headers: botocore's include the access key id
+    # and session token. Credentials are never logged, so these stay at WARNING whatever our level.
+    for name in SECRET_BEARING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -167,3 +167,14 @@ def test_an_unusable_home_is_a_clear_error_not_a_traceback(tmp_path: Path) -> No
     code, out = run({"GPUBROKER_HOME": str(home)}, "db", "current")
     assert code == 1
     assert "could not start the embedded PostgreSQL" in out and "DATABASE_URL" in out
+
+
+def test_debug_logging_never_enables_sdk_loggers_that_print_credentials() -> None:
+    import logging
+
+    from broker.cli import SECRET_BEARING_LOGGERS, _configure_logging
+
+    _configure_logging("debug")
+    for name in SECRET_BEARING_LOGGERS:
+        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
+    assert logging.getLogger("broker").getEffectiveLevel() == logging.DEBUG
