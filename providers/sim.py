@@ -14,8 +14,9 @@ the fake behind core and scheduler tests. Time runs on an accelerated clock over
   (a launch that times out *did* happen, as with a real cloud), added latency, a whole-provider
   outage, and one-shot scripted errors.
 
-Prices come from the trace metadata (GCP list prices fetched alongside the probes); instance types
-are the trace's family (``a3-highgpu-{1,2,4,8}g`` for the H100 traces).
+Prices come from the trace metadata (GCP list prices fetched alongside the probes) or, for a
+trace without prices, from the bundled price catalog; instance types are the trace's family
+(``a3-highgpu-{1,2,4,8}g`` for the H100 traces).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from broker.core.ports import (
     ProviderStatus,
 )
 from broker.core.types import Availability, CapacityType, Offer
+from pricing.bundled import bundled_snapshot
 from providers.traces import SpotTrace, bundled_traces, load_traces
 
 NAME = "sim"
@@ -134,12 +136,14 @@ class SimulatedCloud:
         faults: SimFaults | None = None,
         seed: int = 0,
         sleep: Callable[[float], None] = time.sleep,
+        catalog: Sequence[Offer] = (),
     ) -> None:
         traces = list(traces) if traces is not None else bundled_traces()
         if not traces:
             raise ValueError("the simulated cloud needs at least one spot trace")
         if speedup <= 0:
             raise ValueError("speedup must be positive")
+        traces = [_priced_from_catalog(t, catalog) for t in traces]
         self._zones = {
             t.zone: _Zone(
                 t, INSTANCE_FAMILIES.get(t.instance_type, ((t.instance_type, t.gpus_per_instance),))
@@ -541,6 +545,28 @@ class SimulatedCloud:
             zone.reserved_in_use[record.reservation_id] -= 1
 
 
+def _priced_from_catalog(trace: SpotTrace, catalog: Sequence[Offer]) -> SpotTrace:
+    """Fill a trace's missing list prices from the catalog: the region's lowest price per GPU for
+    its instance type (catalog zones are not always the trace's: AWS lists AZ ids, traces AZ names)."""
+    if trace.on_demand_price_per_gpu is not None and trace.spot_price_per_gpu is not None:
+        return trace
+    matching = [
+        o
+        for o in catalog
+        if o.cloud == trace.cloud and o.region == trace.region and o.instance_type == trace.instance_type
+    ]
+
+    def lowest(capacity: CapacityType) -> Decimal | None:
+        prices = [o.price_per_gpu_hour for o in matching if o.capacity_type is capacity]
+        return min(prices) if prices else None
+
+    return replace(
+        trace,
+        on_demand_price_per_gpu=trace.on_demand_price_per_gpu or lowest(CapacityType.ON_DEMAND),
+        spot_price_per_gpu=trace.spot_price_per_gpu or lowest(CapacityType.SPOT),
+    )
+
+
 def from_environment(environ: Mapping[str, str] | None = None) -> SimulatedCloud:
     """The simulated cloud configured from ``GPUBROKER_SIM_*`` variables (always available).
 
@@ -550,8 +576,11 @@ def from_environment(environ: Mapping[str, str] | None = None) -> SimulatedCloud
     """
     env = os.environ if environ is None else environ
     paths = [Path(p) for p in env.get("GPUBROKER_SIM_TRACES", "").split(os.pathsep) if p]
+    traces = load_traces(paths) if paths else None
     return SimulatedCloud(
-        load_traces(paths) if paths else None,
+        traces,
+        # Traces from a path may carry no prices: the bundled catalog prices them.
+        catalog=bundled_snapshot().offers if traces else (),
         speedup=float(env.get("GPUBROKER_SIM_SPEEDUP", "60")),
         notice_seconds=int(env.get("GPUBROKER_SIM_NOTICE_SECONDS", "30")),
         seed=int(env.get("GPUBROKER_SIM_SEED", "0")),

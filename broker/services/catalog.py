@@ -3,50 +3,35 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from broker.db.prices import SnapshotRecord, add_snapshot, find_snapshot
+from pricing.bundled import BUNDLED_SOURCE, SOURCE_NAME, bundled_sha256, bundled_snapshot
 from pricing.rows import CatalogFormatError, CatalogProblem
 from pricing.skypilot import SUPPORTED_CLOUDS, cloud_from_path, parse_vms_csv
-from pricing.snapshot import parse_offers_csv
-
-BUNDLED_SOURCE = "bundled"
 
 
 class CatalogImportError(ValueError):
     """A catalog file could not be imported; nothing was stored. The message says why."""
 
 
-def _bundled_files() -> tuple[bytes, dict[str, object]]:
-    data = resources.files("pricing") / "data"
-    return (data / "offers.csv").read_bytes(), json.loads((data / "offers.meta.json").read_text())
-
-
 def load_bundled_snapshot(session: Session) -> SnapshotRecord:
     """Store the price snapshot shipped with gpubroker, once (later calls return the stored one)."""
-    raw, meta = _bundled_files()
-    sha = hashlib.sha256(raw).hexdigest()
-    existing = find_snapshot(session, sha)
+    existing = find_snapshot(session, bundled_sha256())
     if existing is not None:
         return existing
-    observed_at = datetime.fromisoformat(str(meta["observed_at"]))
-    sources = {cloud: f"{BUNDLED_SOURCE}:{where}" for cloud, where in dict(meta["sources"]).items()}  # type: ignore[call-overload]
-    offers = parse_offers_csv(
-        raw.decode("utf-8"), source_name="pricing/data/offers.csv", observed_at=observed_at, sources=sources
-    )
+    bundled = bundled_snapshot()
     return add_snapshot(
         session,
-        offers,
+        bundled.offers,
         source=BUNDLED_SOURCE,
-        source_name="pricing/data/offers.csv",
-        content_sha256=sha,
-        observed_at=observed_at,
-        clouds={o.cloud for o in offers},
+        source_name=SOURCE_NAME,
+        content_sha256=bundled.content_sha256,
+        observed_at=bundled.observed_at,
+        clouds={o.cloud for o in bundled.offers},
     )
 
 

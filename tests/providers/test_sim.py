@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +276,28 @@ def test_unknown_instance_type_and_zone_are_invalid_requests() -> None:
         cloud.launch(LaunchRequest("bad-type", "p5.48xlarge", "us-central1", CapacityType.ON_DEMAND))
     with pytest.raises(InvalidRequest, match="unknown region"):
         cloud.launch(LaunchRequest("bad-region", "a3-highgpu-1g", "mars-north1", CapacityType.ON_DEMAND))
+
+
+def test_a_trace_without_prices_is_priced_from_the_bundled_catalog(tmp_path: Path) -> None:
+    # An AWS V100 trace in the shared data's schema, without prices (as the Can't Be Late traces are).
+    document = {
+        "metadata": {
+            "cloud": "aws",
+            "region": "us-west-2",
+            "zone": "us-west-2a",
+            "instance_type": "p3.2xlarge",
+            "accelerator": "V100",
+            "accelerators_per_instance": 1,
+            "instances_requested": 1,
+            "gap_seconds": 600,
+            "start_time": "2022-10-26T22:05:00+00:00",
+        },
+        "data": [1, 1, 0, None, 1],
+    }
+    (tmp_path / "us-west-2a_p3.2xlarge.json").write_text(json.dumps(document))
+    cloud = from_environment({"GPUBROKER_SIM_TRACES": str(tmp_path)})
+    offers = {o.capacity_type: o for o in cloud.list_offers()}
+    # Bundled catalog, p3.2xlarge in us-west-2: on-demand $3.06/h; the cheapest spot AZ $0.5349/h.
+    assert offers[CapacityType.ON_DEMAND].price_per_hour == Decimal("3.060000")
+    assert offers[CapacityType.SPOT].price_per_hour == Decimal("0.534900")
+    assert offers[CapacityType.SPOT].accelerator == "V100" and offers[CapacityType.SPOT].zone == "us-west-2a"
