@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import logging
+import random
 import threading
 import time
 from collections import Counter
@@ -240,9 +241,10 @@ class ResilientProvider:
 
     # --- the layer -----------------------------------------------------------------------------
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        backoff = tenacity.wait_exponential_jitter(
-            initial=self.policy.backoff_initial, max=self.policy.backoff_max
-        )(state)
+        # Exponential backoff capped at backoff_max, plus up to one backoff_initial of jitter, so
+        # clients that failed together do not retry together.
+        exponential = self.policy.backoff_initial * 2 ** (state.attempt_number - 1)
+        backoff = min(exponential, self.policy.backoff_max) + random.uniform(0, self.policy.backoff_initial)
         error = state.outcome.exception() if state.outcome else None
         hint = getattr(error, "retry_after", None) or 0.0
         return max(backoff, min(hint, self.policy.backoff_max * 6))

@@ -247,3 +247,16 @@ def test_concurrent_calls_are_safe(fake_time: FakeTime) -> None:
         t.join()
     assert not errors and len(cloud.list_instances()) == 12
     provider.close()
+
+
+def test_backoff_doubles_up_to_the_cap_with_bounded_jitter(fake_time: FakeTime) -> None:
+    cloud = SimulatedCloud([trace()], faults=SimFaults(error_rate=1.0))
+    provider = wrap(
+        cloud, fake_time, max_attempts=5, backoff_initial=1.0, backoff_max=4.0, breaker_threshold=100
+    )
+    with pytest.raises(Transient):
+        provider.list_offers()
+    windows = [(1, 2), (2, 3), (4, 5), (4, 5)]  # 1, 2, 4, then capped at 4; jitter below 1
+    assert len(fake_time.slept) == 4
+    for slept, (low, high) in zip(fake_time.slept, windows, strict=True):
+        assert low <= slept < high
