@@ -168,6 +168,15 @@ def current_offers(session: Session, accelerator: str | None = None) -> list[Off
     return [_to_offer(row) for row in session.execute(query)]
 
 
+def last_observed_at(session: Session, cloud: str) -> datetime | None:
+    """When the newest stored prices of ``cloud`` were observed (None: never)."""
+    return session.scalar(
+        select(func.max(PriceSnapshot.observed_at))
+        .join(PriceSnapshotCloud, PriceSnapshotCloud.snapshot_id == PriceSnapshot.id)
+        .where(PriceSnapshotCloud.cloud == cloud)
+    )
+
+
 def list_snapshots(session: Session) -> list[SnapshotRecord]:
     """Every stored snapshot, newest import first."""
     snapshots = session.scalars(select(PriceSnapshot).order_by(PriceSnapshot.id.desc())).all()

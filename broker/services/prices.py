@@ -12,13 +12,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.core.errors import ProviderError
 from broker.core.ports import Provider
-from broker.db.models import PriceSnapshot, PriceSnapshotCloud
-from broker.db.prices import add_snapshot
+from broker.db.prices import add_snapshot, last_observed_at
 
 _log = logging.getLogger(__name__)
 
@@ -38,21 +36,12 @@ class RefreshOutcome:
         return self.error is None
 
 
-def last_observed(session: Session, cloud: str) -> datetime | None:
-    """When the newest stored prices of ``cloud`` were observed (None: never)."""
-    return session.scalar(
-        select(func.max(PriceSnapshot.observed_at))
-        .join(PriceSnapshotCloud, PriceSnapshotCloud.snapshot_id == PriceSnapshot.id)
-        .where(PriceSnapshotCloud.cloud == cloud)
-    )
-
-
 def refresh_prices(session: Session, provider: Provider, now: datetime) -> RefreshOutcome:
     """Fetch the provider's offers and store them as a new snapshot covering that provider."""
     try:
         offers = provider.list_offers()
     except ProviderError as exc:
-        last_good = last_observed(session, provider.name)
+        last_good = last_observed_at(session, provider.name)
         _log.warning("price refresh of %s failed, keeping prices from %s: %s", provider.name, last_good, exc)
         return RefreshOutcome(provider.name, 0, None, str(exc), last_good)
     digest = hashlib.sha256(
