@@ -174,7 +174,14 @@ def test_debug_logging_never_enables_sdk_loggers_that_print_credentials() -> Non
 
     from broker.cli import SECRET_BEARING_LOGGERS, _configure_logging
 
-    _configure_logging("debug")
-    for name in SECRET_BEARING_LOGGERS:
-        assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
-    assert logging.getLogger("broker").getEffectiveLevel() == logging.DEBUG
+    # Logging is process-global: put every level back, or later tests see our configuration.
+    names = ("", "alembic.runtime.migration", *SECRET_BEARING_LOGGERS)
+    saved = {name: logging.getLogger(name).level for name in names}
+    try:
+        _configure_logging("debug")
+        for name in SECRET_BEARING_LOGGERS:
+            assert logging.getLogger(name).getEffectiveLevel() >= logging.WARNING, name
+        assert logging.getLogger("broker").getEffectiveLevel() == logging.DEBUG
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
