@@ -38,7 +38,7 @@ import httpx
 from broker.core.errors import Transient
 from broker.core.types import Availability, CapacityType, Offer
 from pricing.normalize import accelerator_count, canonical_accelerator
-from providers.http import error_for_status, make_client, transport_error
+from providers.http import error_for_status, make_client, send
 
 PROVIDER = "azure"
 RETAIL_PRICES_URL = "https://prices.azure.com"
@@ -232,10 +232,7 @@ class RetailPrices:
         self._client.close()
 
     def _page(self, url: str, params: Mapping[str, str] | None, region: str) -> dict[str, Any]:
-        try:
-            response = self._client.get(url, params=params)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, provider=PROVIDER, region=region) from None
+        response = send(self._client, "GET", url, provider=PROVIDER, region=region, params=params)
         if response.status_code >= 400:
             raise error_for_status(response, provider=PROVIDER, region=region)
         try:

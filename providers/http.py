@@ -8,9 +8,12 @@ provider's own error codes first (a capacity error hidden in a 400 body, say) an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
@@ -22,6 +25,9 @@ from broker.core.errors import (
     QuotaExceeded,
     Transient,
 )
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 USER_AGENT = "gpubroker/0.1 (+https://github.com/gpubroker/gpubroker)"
@@ -88,3 +94,47 @@ def error_for_status(
 def transport_error(exc: httpx.HTTPError, *, provider: str, region: str | None = None) -> Transient:
     """A timeout, reset or refused connection: the request may or may not have been done."""
     return Transient(f"{type(exc).__name__}: {exc}", provider=provider, region=region, code="transport")
+
+
+def send(
+    client: httpx.Client, method: str, url: str, *, provider: str, region: str | None = None, **kwargs: Any
+) -> httpx.Response:
+    """One request; a timeout, reset or refused connection becomes :func:`transport_error`.
+
+    Status codes are the caller's to map: each provider hides its own error codes in its bodies."""
+    try:
+        return client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, provider=provider, region=region) from None
+
+
+def malformed_is_transient(provider: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Decorate adapter methods so a 200 whose JSON lacks what the API documents becomes Transient,
+    never a KeyError escaping the adapter."""
+
+    def decorate(method: Callable[_P, _R]) -> Callable[_P, _R]:
+        @wraps(method)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(*args, **kwargs)
+            except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+                raise Transient(
+                    f"malformed response in {method.__name__}: {type(exc).__name__}: {exc}",
+                    provider=provider,
+                    code="bad-response",
+                ) from None
+
+        return guarded
+
+    return decorate
+
+
+def json_decimal(value: Any) -> Decimal | None:
+    """A JSON number (or numeric string) as a finite Decimal; None for null, booleans and junk."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None

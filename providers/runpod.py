@@ -38,7 +38,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import httpx
@@ -65,7 +65,7 @@ from broker.core.ports import (
 )
 from broker.core.types import Availability, CapacityType, Offer
 from pricing.normalize import canonical_accelerator
-from providers.http import DEFAULT_TIMEOUT, error_for_status, make_client, transport_error
+from providers.http import DEFAULT_TIMEOUT, error_for_status, json_decimal, make_client, send
 
 PROVIDER = "runpod"
 REGION = "global"
@@ -237,8 +237,8 @@ class RunPodProvider:
         # lowestPrice's uninterruptablePrice/minimumBidPrice: whether those are per GPU or per pod
         # for gpuCount > 1 is undocumented.
         per_gpu = {
-            CapacityType.ON_DEMAND: _decimal(gpu_type.get("securePrice")),
-            CapacityType.SPOT: _decimal(gpu_type.get("secureSpotPrice")),
+            CapacityType.ON_DEMAND: json_decimal(gpu_type.get("securePrice")),
+            CapacityType.SPOT: json_decimal(gpu_type.get("secureSpotPrice")),
         }
         accelerator = accelerator_name(str(gpu_type.get("displayName") or gpu_type["id"]))
         return [
@@ -383,7 +383,7 @@ class RunPodProvider:
             state=pod_state(pod),
             launched_at=_status_change_time(pod.get("lastStatusChange")),
             state_reason=pod.get("lastStatusChange"),
-            price_per_hour=_decimal(pod.get("costPerHr")),
+            price_per_hour=json_decimal(pod.get("costPerHr")),
             public_ip=_public_ip(pod.get("runtime")),
         )
 
@@ -391,10 +391,14 @@ class RunPodProvider:
         self, document: str, variables: Mapping[str, Any], *, region: str | None = None
     ) -> dict[str, Any]:
         """One POST /graphql: the ``data`` object, or the typed error for whatever came back."""
-        try:
-            response = self._client.post(GRAPHQL_PATH, json={"query": document, "variables": dict(variables)})
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, provider=PROVIDER, region=region) from None
+        response = send(
+            self._client,
+            "POST",
+            GRAPHQL_PATH,
+            provider=PROVIDER,
+            region=region,
+            json={"query": document, "variables": dict(variables)},
+        )
         body = _json_body(response)
         errors = body.get("errors") if isinstance(body, dict) else None
         if response.status_code >= 400 or errors:
@@ -452,16 +456,6 @@ def _json_body(response: httpx.Response) -> Any:
         return json.loads(response.content, parse_float=Decimal)  # exact prices, no float rounding
     except ValueError:
         return None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def _public_ip(runtime: Any) -> str | None:

@@ -39,7 +39,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
@@ -68,7 +67,7 @@ from broker.core.ports import (
 )
 from broker.core.types import Availability, CapacityType, Offer
 from pricing.normalize import canonical_accelerator
-from providers.http import error_for_status, make_client, retry_after_seconds, transport_error
+from providers.http import error_for_status, make_client, malformed_is_transient, retry_after_seconds, send
 
 log = logging.getLogger(__name__)
 
@@ -191,21 +190,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-def _malformed_is_transient(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """A 200 whose JSON lacks what the API documents becomes Transient, never a KeyError."""
-
-    @wraps(method)
-    def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
-            raise Transient(
-                f"malformed response in {method.__name__}: {type(exc).__name__}: {exc}",
-                provider=PROVIDER,
-                code="bad-response",
-            ) from None
-
-    return guarded
+_malformed_is_transient = malformed_is_transient(PROVIDER)
 
 
 class ShadeformProvider:
@@ -258,10 +243,7 @@ class ShadeformProvider:
         region: str | None = None,
         launching: bool = False,
     ) -> Any:  # the API's JSON (None for an empty 200)
-        try:
-            response = self._client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, provider=PROVIDER, region=region) from None
+        response = send(self._client, method, path, provider=PROVIDER, region=region, json=body)
         if response.status_code >= 400:
             raise error_from_response(response, region=region, launching=launching)
         if not response.content.strip():

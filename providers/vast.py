@@ -39,7 +39,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -66,7 +66,7 @@ from broker.core.ports import (
 )
 from broker.core.types import Availability, CapacityType, Offer
 from pricing.normalize import canonical_accelerator
-from providers.http import DEFAULT_TIMEOUT, error_for_status, make_client, transport_error
+from providers.http import DEFAULT_TIMEOUT, error_for_status, json_decimal, make_client, send
 
 PROVIDER = "vast"
 DEFAULT_BASE_URL = "https://console.vast.ai"
@@ -191,13 +191,13 @@ class VastProvider:
         return offers
 
     def _offer(self, ask: Mapping[str, Any], capacity: CapacityType, observed: datetime) -> Offer | None:
-        price = _decimal(ask.get("dph_total" if capacity is CapacityType.ON_DEMAND else "min_bid"))
+        price = json_decimal(ask.get("dph_total" if capacity is CapacityType.ON_DEMAND else "min_bid"))
         count = ask.get("num_gpus")
         gpu_name = str(ask.get("gpu_name") or "").strip()
         well_formed = isinstance(ask.get("id"), int) and isinstance(count, int) and count > 0 and gpu_name
         if price is None or price < 0 or not well_formed:
             return None
-        cpu_ram_mb = _decimal(ask.get("cpu_ram"))
+        cpu_ram_mb = json_decimal(ask.get("cpu_ram"))
         return Offer(
             cloud=PROVIDER,
             region=_country(ask.get("geolocation")),
@@ -205,7 +205,7 @@ class VastProvider:
             instance_type=f"{count}x {gpu_name} #{ask['id']}",
             accelerator=accelerator_name(gpu_name, ask.get("gpu_ram")),
             accelerator_count=count,
-            vcpus=_decimal(ask.get("cpu_cores_effective")),
+            vcpus=json_decimal(ask.get("cpu_cores_effective")),
             memory_gib=None if cpu_ram_mb is None else (cpu_ram_mb / 1024).quantize(Decimal("0.01")),
             capacity_type=capacity,
             price_per_hour=price,
@@ -348,7 +348,7 @@ class VastProvider:
             if isinstance(started, int | float | Decimal)
             else None,
             state_reason=row.get("status_msg") or None,
-            price_per_hour=_decimal(row.get("dph_total")),
+            price_per_hour=json_decimal(row.get("dph_total")),
             public_ip=row.get("public_ipaddr") or None,
         )
 
@@ -362,10 +362,9 @@ class VastProvider:
         region: str | None = None,
     ) -> dict[str, Any]:
         """One request: the JSON object answered, or the typed error for whatever came back."""
-        try:
-            response = self._client.request(method, path, json=json_body, params=params)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, provider=PROVIDER, region=region) from None
+        response = send(
+            self._client, method, path, provider=PROVIDER, region=region, json=json_body, params=params
+        )
         body = _json_body(response)
         if response.status_code >= 400:
             raise vast_error(response, body, region=region)
@@ -430,7 +429,7 @@ def accelerator_name(gpu_name: str, gpu_ram_mb: Any = None) -> str:
     only ("A100 SXM4", "A100 PCIE"); ``gpu_ram`` (MB) tells 40 GB from 80 GB apart."""
     name = gpu_name.strip().replace("RTX PRO ", "RTXPRO").replace("RTX ", "RTX").replace(" ", "-")
     if name.upper().startswith("A100"):
-        ram = _decimal(gpu_ram_mb)
+        ram = json_decimal(gpu_ram_mb)
         name = "A100-80GB" if ram is not None and ram >= 70_000 else "A100"
     return canonical_accelerator(name)
 
@@ -440,16 +439,6 @@ def _json_body(response: httpx.Response) -> Any:
         return json.loads(response.content, parse_float=Decimal)  # exact prices, no float rounding
     except ValueError:
         return response.text or None  # 429s are often plain text
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def _country(geolocation: Any) -> str:
