@@ -212,10 +212,9 @@ class SimulatedCloud:
                 trace = zone.trace
                 if regions is not None and trace.region not in regions:
                     continue
-                index = trace.tick(now)
-                free_spot = trace.gpus_available(index) - self._gpus_held(trace.zone, CapacityType.SPOT)
-                free_od = self.on_demand_gpus - self._gpus_held(trace.zone, CapacityType.ON_DEMAND)
-                spot_per_gpu = trace.spot_price_per_gpu_at(index)
+                free_od = self._free_gpus(zone, CapacityType.ON_DEMAND, now)
+                free_spot = self._free_gpus(zone, CapacityType.SPOT, now)
+                spot_per_gpu = trace.spot_price_per_gpu_at(trace.tick(now))
                 for instance_type, gpus in zone.family:
                     for capacity, per_gpu, free in (
                         (CapacityType.ON_DEMAND, trace.on_demand_price_per_gpu, free_od),
@@ -223,15 +222,13 @@ class SimulatedCloud:
                     ):
                         if per_gpu is None:
                             continue
-                        offers.append(self._offer(trace, instance_type, gpus, capacity, per_gpu, free, now))
+                        offers.append(self._offer(trace, instance_type, gpus, capacity, per_gpu, free))
             for reservation in self.reservations.values():
                 trace = self._zones[reservation.zone].trace
                 if regions is not None and trace.region not in regions:
                     continue
                 gpus = dict(self._zones[reservation.zone].family).get(reservation.instance_type, 1)
-                free = reservation.count - self._zones[reservation.zone].reserved_in_use.get(
-                    reservation.reservation_id, 0
-                )
+                free = self._reservation_free(reservation)
                 offers.append(
                     replace(
                         self._offer(
@@ -241,7 +238,6 @@ class SimulatedCloud:
                             CapacityType.RESERVED,
                             reservation.price_per_hour / gpus,
                             free * gpus,
-                            now,
                         ),
                         source=f"sim:reservation/{reservation.reservation_id}",
                     )
@@ -369,7 +365,6 @@ class SimulatedCloud:
         capacity: CapacityType,
         per_gpu: Decimal,
         free_gpus: int,
-        now: datetime,
     ) -> Offer:
         if free_gpus >= 2 * gpus:
             availability = Availability.AVAILABLE
@@ -403,6 +398,19 @@ class SimulatedCloud:
             and r.instance.state is InstanceState.RUNNING
         )
 
+    def _free_gpus(self, zone: _Zone, capacity: CapacityType, now: datetime) -> int:
+        """GPUs a new spot or on-demand instance could get in ``zone`` now (negative: oversubscribed)."""
+        if capacity is CapacityType.SPOT:
+            return zone.trace.gpus_available(zone.trace.tick(now)) - self._gpus_held(
+                zone.trace.zone, capacity
+            )
+        return self.on_demand_gpus - self._gpus_held(zone.trace.zone, capacity)
+
+    def _reservation_free(self, reservation: SimReservation) -> int:
+        """Instances still free in a reservation."""
+        in_use = self._zones[reservation.zone].reserved_in_use.get(reservation.reservation_id, 0)
+        return reservation.count - in_use
+
     def _pick_zone(self, request: LaunchRequest) -> _Zone:
         if request.zone is not None:
             zone = self._zones.get(request.zone)
@@ -427,12 +435,7 @@ class SimulatedCloud:
         if request.capacity_type is not CapacityType.SPOT:
             return in_region[0]
         now = self.now()
-        return max(
-            in_region,
-            key=lambda z: (
-                z.trace.gpus_available(z.trace.tick(now)) - self._gpus_held(z.trace.zone, CapacityType.SPOT)
-            ),
-        )
+        return max(in_region, key=lambda z: self._free_gpus(z, CapacityType.SPOT, now))
 
     def _gpus_of(self, zone: _Zone, instance_type: str) -> int:
         gpus = dict(zone.family).get(instance_type)
@@ -448,10 +451,8 @@ class SimulatedCloud:
 
     def _check_capacity(self, zone: _Zone, request: LaunchRequest, gpus: int, now: datetime) -> None:
         trace = zone.trace
-        if request.capacity_type is CapacityType.SPOT:
-            free = trace.gpus_available(trace.tick(now)) - self._gpus_held(trace.zone, CapacityType.SPOT)
-        elif request.capacity_type is CapacityType.ON_DEMAND:
-            free = self.on_demand_gpus - self._gpus_held(trace.zone, CapacityType.ON_DEMAND)
+        if request.capacity_type is not CapacityType.RESERVED:
+            free = self._free_gpus(zone, request.capacity_type, now)
         else:
             reservation = self.reservations.get(request.reservation_id or "")
             if reservation is None or reservation.zone != trace.zone:
@@ -468,7 +469,7 @@ class SimulatedCloud:
                     region=trace.region,
                     code="reservation-mismatch",
                 )
-            free = (reservation.count - zone.reserved_in_use.get(reservation.reservation_id, 0)) * gpus
+            free = self._reservation_free(reservation) * gpus
         if free < gpus:
             raise InsufficientCapacity(
                 f"no {request.capacity_type.value} capacity for {request.instance_type} in {trace.zone} "
