@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from broker.services.providers import describe
 
@@ -11,6 +11,8 @@ router = APIRouter(prefix="/v1", tags=["providers"])
 
 
 class BreakerOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     region: str
     state: str
     consecutive_failures: int
@@ -18,6 +20,8 @@ class BreakerOut(BaseModel):
 
 
 class ProviderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     configured: bool
     reachable: bool | None
@@ -39,28 +43,9 @@ class ProviderList(BaseModel):
 def list_providers(request: Request) -> ProviderList:
     refresher = request.app.state.refresher
     last = refresher.last if refresher is not None else {}
-    reports = [describe(entry, last.get(entry.info.name)) for entry in request.app.state.providers]
     return ProviderList(
         providers=[
-            ProviderOut(
-                name=r.name,
-                configured=r.configured,
-                reachable=r.reachable,
-                detail=r.detail,
-                breaker_state=r.breaker_state,
-                breakers=[
-                    BreakerOut(
-                        region=b.region,
-                        state=b.state,
-                        consecutive_failures=b.consecutive_failures,
-                        last_error=b.last_error,
-                    )
-                    for b in r.breakers
-                ],
-                last_error=r.last_error,
-                capacity_types=r.capacity_types,
-                interruption_notice_seconds=r.interruption_notice_seconds,
-            )
-            for r in reports
+            ProviderOut.model_validate(describe(entry, last.get(entry.info.name)))
+            for entry in request.app.state.providers
         ]
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from broker.core.errors import ProviderError
 from broker.services.prices import RefreshOutcome
@@ -83,15 +83,11 @@ def probe(entry: ProviderEntry) -> ProviderReport:
         h100 = sum(1 for o in provider.list_offers() if o.accelerator == "H100")
     except ProviderError as exc:
         detail = f"{detail}; offers: {exc}" if detail else f"offers: {exc}"
-    report = describe(entry)
-    return ProviderReport(
-        name=report.name,
-        configured=True,
+    return replace(
+        describe(entry),
         reachable=status.reachable and h100 is not None,
         detail=detail,
         h100_offers=h100,
-        breakers=_breakers(entry),
+        breakers=_breakers(entry),  # after the calls above: they may have tripped a breaker
         last_error=provider.last_error,
-        capacity_types=report.capacity_types,
-        interruption_notice_seconds=report.interruption_notice_seconds,
     )
