@@ -139,12 +139,7 @@ def serve(
         note = " (the simulated cloud: no cloud credentials are configured)" if names == "sim" else ""
         _err.print(f"providers: {names}{note}", highlight=False)
         refresher = PriceRefresher(database, providers, settings.price_refresh_seconds)
-        for outcome in refresher.refresh_all():
-            state = (
-                f"{outcome.offers} offers" if outcome.ok else f"failed, keeping older prices: {outcome.error}"
-            )
-            _err.print(f"prices from {outcome.provider}: {state}", highlight=False)
-        refresher.start()
+        refresher.start()  # its first round runs at once, in the background
         listen_host, listen_port = host or settings.host, port or settings.port
         _err.print(
             f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False

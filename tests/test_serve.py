@@ -170,8 +170,17 @@ def test_serve_without_credentials_runs_on_the_simulated_cloud(home: Path) -> No
     served = Served(home, {"AWS_EC2_METADATA_DISABLED": "true", "NO_GCE_CHECK": "True"})
     served.wait_ready()
     assert "providers: sim (the simulated cloud" in served.output()
-    sim = httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "cloud": "sim", "limit": 100}).json()
+    # Prices are refreshed in the background, right after start-up.
+    deadline = time.monotonic() + 30
+    while True:
+        sim = httpx.get(
+            served.url + "/v1/offers", params={"gpu": "H100", "cloud": "sim", "limit": 100}
+        ).json()
+        if sim["count"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert sim["count"] == 64  # 8 traced zones x 4 a3-highgpu sizes x (on-demand, spot)
+    assert "prices from sim: 64 offers" in served.output()
     assert {o["availability"] for o in sim["offers"]} <= {"available", "limited", "unavailable"}
     providers = {p["name"]: p for p in httpx.get(served.url + "/v1/providers").json()["providers"]}
     assert providers["sim"]["configured"] and providers["sim"]["reachable"]

@@ -23,7 +23,8 @@ LOCK_NAMESPACE = "gpubroker:price-refresh:"
 
 
 class PriceRefresher:
-    """Refreshes prices now (:meth:`refresh_all`) and every ``interval`` seconds on a thread."""
+    """Refreshes prices now (:meth:`refresh_all`), or on a thread (:meth:`start`) at once and then
+    every ``interval`` seconds."""
 
     def __init__(
         self, database: Database, providers: Sequence[Provider], interval: float, clock: Clock = utc_now
@@ -52,11 +53,17 @@ class PriceRefresher:
         return outcomes
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # The first round runs at once, off the start-up path: stored prices serve meanwhile, and a
+        # slow or failing provider API cannot hold the server back from answering.
+        while True:
             try:
-                self.refresh_all()
+                for outcome in self.refresh_all():
+                    if outcome.ok:
+                        _log.info("prices from %s: %d offers", outcome.provider, outcome.offers)
             except Exception:  # a job must outlive one bad round (a database blip, say)
                 _log.exception("price refresh round failed")
+            if self._stop.wait(self.interval):
+                return
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="price-refresh", daemon=True)

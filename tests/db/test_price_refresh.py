@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
@@ -64,3 +65,15 @@ def test_the_refresher_survives_provider_errors(database: Database) -> None:
     refresher = PriceRefresher(database, [cloud], interval=60, clock=lambda: T0)
     [outcome] = refresher.refresh_all()
     assert not outcome.ok and outcome.last_good_at is None
+
+
+def test_the_background_refresher_runs_its_first_round_at_once(database: Database) -> None:
+    cloud = SimulatedCloud(clock=lambda: T0)
+    refresher = PriceRefresher(database, [cloud], interval=3600, clock=lambda: T0)
+    refresher.start()
+    deadline = time.monotonic() + 10
+    while "sim" not in refresher.last and time.monotonic() < deadline:
+        time.sleep(0.05)
+    refresher.stop()
+    assert refresher.last["sim"].ok and refresher.last["sim"].offers == 64
+    assert cloud.calls["list_offers"] == 1  # one round, not waiting an hour for the first
