@@ -404,6 +404,65 @@ def providers_check(
     Console(width=max(_out.width, 140)).print(table)
 
 
+class SimulateScenario(StrEnum):
+    skynomad_h100 = "skynomad-h100"
+    cant_be_late = "cant-be-late"
+    cross_cloud_h100 = "cross-cloud-h100"
+    all = "all"
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        SimulateScenario, typer.Option(help="Which benchmark scenario to replay")
+    ] = SimulateScenario.all,
+    traces: Annotated[
+        Path | None,
+        typer.Option(help="Spot-traces folder [default: $GPUBROKER_TRACES, else ../shared/data/spot-traces]"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write policies.md, summary.csv, comparison.csv, runs.csv and policies.png here"),
+    ] = None,
+    policies: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated policies (default: each scenario's set), e.g. up_s,optimum"),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="30 instead of 300 Can't Be Late start times")] = False,
+    sweep: Annotated[bool, typer.Option(help="Also sweep SkyNomad's deadline ratios 1.05-3.0")] = False,
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Worker processes")] = 2,
+) -> None:
+    """Replay spot traces against deadline policies and compare with published results."""
+    from broker.simulation.scenarios import SCENARIO_NAMES
+    from broker.simulation.suite import run_suite
+    from broker.simulation.traces import TracesNotFound, traces_dir
+
+    names = SCENARIO_NAMES if scenario is SimulateScenario.all else (scenario.value,)
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies else None
+    try:
+        outcome = run_suite(
+            names,
+            traces_dir(traces),
+            out=out,
+            policies=chosen,
+            quick=quick,
+            sweep=sweep,
+            processes=processes,
+            plot=out is not None,
+        )
+    except TracesNotFound as exc:
+        raise _fail(str(exc)) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    sys.stdout.write(outcome.markdown)
+    for name, seconds in outcome.seconds.items():
+        _err.print(f"{name}: {seconds:.1f} s", highlight=False)
+    for path in outcome.files:
+        _err.print(f"wrote {path}", highlight=False)
+    if any(not c.within_tolerance for c in outcome.comparisons if c.policy != "ours"):
+        _err.print("some reproduced baselines are more than 5% off the published figures", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

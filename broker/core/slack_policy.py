@@ -148,13 +148,35 @@ class SlackPricedPolicy:
             if slack < -_EPS:  # cannot happen when this policy drove the run; be safe anyway
                 return fallback
             return self._maybe_move(obs, current.venue, slack, work_left, time_left)  # type: ignore[arg-type]
-        accepted, _sigma, _eff = self._accepted(obs, slack, work_left, time_left)
+        accepted, _sigma, eff = self._accepted(obs, slack, work_left, time_left)
+        cheap_od = self._cheap_on_demand(obs, od_venue, eff, accepted)
+        if cheap_od is not None:
+            return cheap_od
         for i in accepted:  # cheapest first
             launch = d + (obs.transfer_hours[here][i] if here is not None else 0.0)
             if obs.spot_available[i] and slack - launch >= -_EPS:
                 return Choice.spot(i)
         # Waiting a tick is free only while the slack covers it.
         return IDLE if slack >= obs.tick_hours - _EPS else fallback
+
+    @staticmethod
+    def _cheap_on_demand(
+        obs: Observation, od_venue: int | None, eff: list[float], accepted: list[int]
+    ) -> Choice | None:
+        """On-demand capacity that undercuts every usable spot market (another cloud's, say).
+
+        On-demand never preempts, so when its price beats the cost of progress on the best spot
+        venue the policy would use, it is simply the cheaper place to run, not a fallback.
+        """
+        if od_venue is None:
+            return None
+        price = obs.on_demand_price[od_venue]
+        usable = [eff[i] for i in accepted if obs.spot_available[i]] if eff else []
+        if price is not None and (not usable or float(price) < min(usable)) and (
+            not eff or float(price) < min(eff[i] for i in accepted)
+        ):
+            return Choice.on_demand(od_venue)
+        return None
 
     def _fallback(self, obs: Observation, here: int | None, work_left: float) -> tuple[int | None, float]:
         """The on-demand venue to finish on, and the restart it would cost from ``here``."""
@@ -210,6 +232,13 @@ class SlackPricedPolicy:
         if obs.overhead_left_hours > _EPS:
             return current  # let the launch finish before second-guessing it
         accepted, sigma, eff = self._accepted(obs, slack, work_left, time_left)
+        od_venue, _ = self._fallback(obs, here, work_left)
+        if od_venue is not None and eff and self._cheap_on_demand(obs, od_venue, eff, accepted):
+            od_price = float(obs.on_demand_price[od_venue])  # type: ignore[arg-type]
+            launch = obs.job.restart_overhead_hours + obs.transfer_hours[here][od_venue]
+            move_cost = launch * od_price + float(obs.egress_per_gb[here][od_venue] * obs.job.checkpoint_gb)
+            if (eff[here] - od_price) * work_left > self.tuning.move_factor * move_cost and slack >= launch:
+                return Choice.on_demand(od_venue)
         min_up = self.tuning.min_up_hours - _EPS
         better = [
             i for i in accepted if i != here and obs.spot_available[i] and self._up_streak[i] >= min_up
