@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
+from broker.core.checks import check_amount
 from broker.core.types import CapacityType
 
 
@@ -67,10 +68,7 @@ class Job:
             raise ValueError(
                 f"restart_overhead_hours must be non-negative, got {self.restart_overhead_hours}"
             )
-        if not isinstance(self.checkpoint_gb, Decimal):
-            raise TypeError(f"checkpoint_gb must be Decimal, got {type(self.checkpoint_gb).__name__}")
-        if not self.checkpoint_gb.is_finite() or self.checkpoint_gb < 0:
-            raise ValueError(f"checkpoint_gb must be a finite non-negative Decimal, got {self.checkpoint_gb}")
+        check_amount("checkpoint_gb", self.checkpoint_gb)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from broker.core.checks import check_amount, check_aware
 from broker.core.types import CapacityType
 
 _ZERO = Decimal(0)
@@ -45,21 +46,6 @@ class CommitmentKind(enum.StrEnum):
     CAPACITY_BLOCK = "capacity-block"
     SAVINGS_PLAN = "savings-plan"
     NEOCLOUD_CONTRACT = "neocloud-contract"
-
-
-def _check_money(name: str, value: Decimal | None, *, positive: bool = False) -> None:
-    if value is None:
-        return
-    if not isinstance(value, Decimal):
-        raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
-    if not value.is_finite() or value < 0 or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a finite {kind} amount, got {value}")
-
-
-def _check_aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +89,12 @@ class Workload:
             raise ValueError(f"gpus_per_node must be positive, got {self.gpus_per_node}")
         if self.nodes <= 0:
             raise ValueError(f"nodes must be positive, got {self.nodes}")
-        _check_money("expected_hours", self.expected_hours, positive=True)
-        _check_money("max_price_per_gpu_hour", self.max_price_per_gpu_hour)
-        _check_money("checkpoint_gb", self.checkpoint_gb)
-        _check_money("restart_overhead_hours", self.restart_overhead_hours)
-        _check_money("checkpoint_interval_hours", self.checkpoint_interval_hours, positive=True)
-        _check_aware("deadline", self.deadline)
+        check_amount("expected_hours", self.expected_hours, positive=True)
+        check_amount("max_price_per_gpu_hour", self.max_price_per_gpu_hour)
+        check_amount("checkpoint_gb", self.checkpoint_gb)
+        check_amount("restart_overhead_hours", self.restart_overhead_hours)
+        check_amount("checkpoint_interval_hours", self.checkpoint_interval_hours, positive=True)
+        check_aware("deadline", self.deadline)
         if not self.interruptible and self.capacity is CapacityPreference.SPOT:
             raise ValueError("a workload that is not interruptible cannot ask for spot capacity")
 
@@ -144,9 +130,9 @@ class Commitment:
             raise ValueError(f"gpu_count must be positive, got {self.gpu_count}")
         if not 0 <= self.gpus_in_use <= self.gpu_count:
             raise ValueError(f"gpus_in_use must be within 0..{self.gpu_count}, got {self.gpus_in_use}")
-        _check_money("price_per_gpu_hour", self.price_per_gpu_hour)
-        _check_aware("starts_at", self.starts_at)
-        _check_aware("ends_at", self.ends_at)
+        check_amount("price_per_gpu_hour", self.price_per_gpu_hour)
+        check_aware("starts_at", self.starts_at)
+        check_aware("ends_at", self.ends_at)
         if self.ends_at <= self.starts_at:
             raise ValueError("a commitment must end after it starts")
 
@@ -190,8 +176,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.max_gpus is not None and self.max_gpus < 0:
             raise ValueError("max_gpus must be non-negative")
-        _check_money("max_usd_per_month", self.max_usd_per_month)
-        _check_money("spent_usd_this_month", self.spent_usd_this_month)
+        check_amount("max_usd_per_month", self.max_usd_per_month)
+        check_amount("spent_usd_this_month", self.spent_usd_this_month)
 
     @property
     def usd_left(self) -> Decimal | None:
@@ -211,8 +197,8 @@ class PreemptionRate:
     observed_hours: Decimal = field(default=_ZERO)  # how much evidence the rate rests on
 
     def __post_init__(self) -> None:
-        _check_money("per_hour", self.per_hour)
-        _check_money("observed_hours", self.observed_hours)
+        check_amount("per_hour", self.per_hour)
+        check_amount("observed_hours", self.observed_hours)
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from broker.core.checks import check_amount, check_aware
 from broker.core.migration.model import OfferKey
 
 
@@ -20,11 +21,6 @@ class Trigger(enum.StrEnum):
     COMMITMENT_FREED = "commitment-freed"
     DEADLINE_AT_RISK = "deadline-at-risk"
     REBALANCE = "rebalance"
-
-
-def _check_aware(name: str, value: datetime) -> None:
-    if value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
 
 
 def _check_key(key: OfferKey) -> None:
@@ -41,8 +37,8 @@ class PreemptionNotice:
     reclaim_at: datetime
 
     def __post_init__(self) -> None:
-        _check_aware("at", self.at)
-        _check_aware("reclaim_at", self.reclaim_at)
+        check_aware("at", self.at)
+        check_aware("reclaim_at", self.reclaim_at)
 
     @property
     def trigger(self) -> Trigger:
@@ -57,7 +53,7 @@ class Preempted:
     at: datetime
 
     def __post_init__(self) -> None:
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
 
     @property
     def trigger(self) -> Trigger:
@@ -75,7 +71,7 @@ class LaunchRefused:
 
     def __post_init__(self) -> None:
         _check_key(self.offer_key)
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
         if not self.launch_key:
             raise ValueError("launch_key must not be empty")
 
@@ -95,13 +91,9 @@ class PriceChanged:
 
     def __post_init__(self) -> None:
         _check_key(self.offer_key)
-        _check_aware("at", self.at)
-        for name in ("old_price", "new_price"):
-            value = getattr(self, name)
-            if not isinstance(value, Decimal):
-                raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
-            if not value.is_finite() or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative amount, got {value}")
+        check_aware("at", self.at)
+        check_amount("old_price", self.old_price)
+        check_amount("new_price", self.new_price)
 
     @property
     def trigger(self) -> Trigger:
@@ -117,7 +109,7 @@ class CommitmentFreed:
     at: datetime
 
     def __post_init__(self) -> None:
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
         if self.gpus_free < 0:
             raise ValueError(f"gpus_free must be non-negative, got {self.gpus_free}")
 
@@ -134,7 +126,7 @@ class DeadlineAtRisk:
     detail: str = ""
 
     def __post_init__(self) -> None:
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
 
     @property
     def trigger(self) -> Trigger:
@@ -148,7 +140,7 @@ class Rebalance:
     at: datetime
 
     def __post_init__(self) -> None:
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
 
     @property
     def trigger(self) -> Trigger:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from broker.core.checks import check_amount, check_aware
 from broker.core.types import CapacityType
 from broker.core.workload import Workload
 
@@ -41,18 +42,6 @@ class MoveKind(enum.StrEnum):
     VOLUNTARY = "voluntary"
 
 
-def _check_money(name: str, value: Decimal) -> None:
-    if not isinstance(value, Decimal):
-        raise TypeError(f"{name} must be Decimal, got {type(value).__name__}")
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{name} must be a finite non-negative amount, got {value}")
-
-
-def _check_aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware")
-
-
 def _check_key(name: str, key: OfferKey) -> None:
     if len(key) != 5 or not all(isinstance(part, str) for part in key):
         raise ValueError(f"{name} must be a 5-tuple of strings like Offer.key, got {key!r}")
@@ -70,7 +59,7 @@ class Move:
     def __post_init__(self) -> None:
         _check_key("from_key", self.from_key)
         _check_key("to_key", self.to_key)
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +71,7 @@ class Refusal:
 
     def __post_init__(self) -> None:
         _check_key("offer_key", self.offer_key)
-        _check_aware("at", self.at)
+        check_aware("at", self.at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +112,9 @@ class RunningWorkload:
     lost_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        _check_money("price_per_hour", self.price_per_hour)
-        _check_money("progress_hours", self.progress_hours)
-        _check_money("progress_rate", self.progress_rate)
+        check_amount("price_per_hour", self.price_per_hour)
+        check_amount("progress_hours", self.progress_hours)
+        check_amount("progress_rate", self.progress_rate)
         if len(self.instance_ids) != self.workload.nodes:
             raise ValueError(
                 f"a workload of {self.workload.nodes} nodes needs {self.workload.nodes} instance ids, "
@@ -136,7 +125,7 @@ class RunningWorkload:
         if self.generation < 0:
             raise ValueError(f"generation must be non-negative, got {self.generation}")
         for name in ("started_at", "last_checkpoint_at", "reclaim_at", "lost_at"):
-            _check_aware(name, getattr(self, name))
+            check_aware(name, getattr(self, name))
 
     @property
     def workload_id(self) -> str:
@@ -172,8 +161,8 @@ class Replacement:
     meets_deadline: bool = True
 
     def __post_init__(self) -> None:
-        _check_money("price_per_hour", self.price_per_hour)
-        _check_money("egress_per_gb", self.egress_per_gb)
+        check_amount("price_per_hour", self.price_per_hour)
+        check_amount("egress_per_gb", self.egress_per_gb)
         if not self.cloud or not self.region or not self.instance_type:
             raise ValueError("a replacement needs a cloud, a region and an instance type")
 
@@ -215,8 +204,8 @@ class MigrationPolicy:
     deadline_buffer: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
-        _check_money("min_saving_usd", self.min_saving_usd)
-        _check_money("min_saving_fraction", self.min_saving_fraction)
+        check_amount("min_saving_usd", self.min_saving_usd)
+        check_amount("min_saving_fraction", self.min_saving_fraction)
         for name in (
             "min_dwell",
             "move_back_cooldown",
