@@ -147,7 +147,7 @@ class SlackPricedPolicy:
         if not current.is_idle:
             if slack < -_EPS:  # cannot happen when this policy drove the run; be safe anyway
                 return fallback
-            return self._maybe_move(obs, current.venue, slack, work_left, time_left)  # type: ignore[arg-type]
+            return self._maybe_move(obs, current.venue, od_venue, slack, work_left, time_left)  # type: ignore[arg-type]
         accepted, _sigma, eff = self._accepted(obs, slack, work_left, time_left)
         cheap_od = self._cheap_on_demand(obs, od_venue, eff, accepted)
         if cheap_od is not None:
@@ -171,10 +171,8 @@ class SlackPricedPolicy:
         if od_venue is None:
             return None
         price = obs.on_demand_price[od_venue]
-        usable = [eff[i] for i in accepted if obs.spot_available[i]] if eff else []
-        if price is not None and (not usable or float(price) < min(usable)) and (
-            not eff or float(price) < min(eff[i] for i in accepted)
-        ):
+        # ``accepted`` is empty only when no venue sells spot at all.
+        if price is not None and (not accepted or float(price) < min(eff[i] for i in accepted)):
             return Choice.on_demand(od_venue)
         return None
 
@@ -226,13 +224,18 @@ class SlackPricedPolicy:
         return accepted, sigma, eff
 
     def _maybe_move(
-        self, obs: Observation, here: int, slack: float, work_left: float, time_left: float
+        self,
+        obs: Observation,
+        here: int,
+        od_venue: int | None,
+        slack: float,
+        work_left: float,
+        time_left: float,
     ) -> Choice:
         current = obs.current
         if obs.overhead_left_hours > _EPS:
             return current  # let the launch finish before second-guessing it
         accepted, sigma, eff = self._accepted(obs, slack, work_left, time_left)
-        od_venue, _ = self._fallback(obs, here, work_left)
         if od_venue is not None and eff and self._cheap_on_demand(obs, od_venue, eff, accepted):
             od_price = float(obs.on_demand_price[od_venue])  # type: ignore[arg-type]
             launch = obs.job.restart_overhead_hours + obs.transfer_hours[here][od_venue]
