@@ -116,18 +116,23 @@ def _at(table: Mapping[str, Decimal], continent: str | None) -> Decimal:
     return max(table.values(), default=_ZERO)
 
 
+# AWS prices transfer to another region by the source region, whichever continent it goes to.
+_AWS_INTER_REGION = _d(
+    {NORTH_AMERICA: "0.02", EUROPE: "0.02", ASIA: "0.09", OCEANIA: "0.098",
+     SOUTH_AMERICA: "0.138", MIDDLE_EAST: "0.1105", AFRICA: "0.147"}
+)
+# OCI bills inter-region traffic as outbound transfer, priced by the source's area.
+_OCI_OUTBOUND = _d(
+    {NORTH_AMERICA: "0.0085", EUROPE: "0.0085", ASIA: "0.025", OCEANIA: "0.025",
+     SOUTH_AMERICA: "0.025", MIDDLE_EAST: "0.05", AFRICA: "0.05"}
+)
+
 EGRESS: Mapping[str, CloudEgress] = MappingProxyType(
     {
         "aws": CloudEgress(
             cross_zone=Decimal("0.02"),
-            cross_region=_d(
-                {NORTH_AMERICA: "0.02", EUROPE: "0.02", ASIA: "0.09", OCEANIA: "0.098",
-                 SOUTH_AMERICA: "0.138", MIDDLE_EAST: "0.1105", AFRICA: "0.147"}
-            ),
-            cross_continent=_d(
-                {NORTH_AMERICA: "0.02", EUROPE: "0.02", ASIA: "0.09", OCEANIA: "0.098",
-                 SOUTH_AMERICA: "0.138", MIDDLE_EAST: "0.1105", AFRICA: "0.147"}
-            ),
+            cross_region=_AWS_INTER_REGION,
+            cross_continent=_AWS_INTER_REGION,
             internet=_d(
                 {NORTH_AMERICA: "0.09", EUROPE: "0.09", ASIA: "0.12", OCEANIA: "0.114",
                  SOUTH_AMERICA: "0.15", MIDDLE_EAST: "0.117", AFRICA: "0.154"}
@@ -166,18 +171,9 @@ EGRESS: Mapping[str, CloudEgress] = MappingProxyType(
         ),
         "oci": CloudEgress(
             cross_zone=_ZERO,
-            cross_region=_d(
-                {NORTH_AMERICA: "0.0085", EUROPE: "0.0085", ASIA: "0.025", OCEANIA: "0.025",
-                 SOUTH_AMERICA: "0.025", MIDDLE_EAST: "0.05", AFRICA: "0.05"}
-            ),
-            cross_continent=_d(
-                {NORTH_AMERICA: "0.0085", EUROPE: "0.0085", ASIA: "0.025", OCEANIA: "0.025",
-                 SOUTH_AMERICA: "0.025", MIDDLE_EAST: "0.05", AFRICA: "0.05"}
-            ),
-            internet=_d(
-                {NORTH_AMERICA: "0.0085", EUROPE: "0.0085", ASIA: "0.025", OCEANIA: "0.025",
-                 SOUTH_AMERICA: "0.025", MIDDLE_EAST: "0.05", AFRICA: "0.05"}
-            ),
+            cross_region=_OCI_OUTBOUND,
+            cross_continent=_OCI_OUTBOUND,
+            internet=_OCI_OUTBOUND,
         ),
         "lambda": CloudEgress.free(),
         "runpod": CloudEgress.free(),
