@@ -459,6 +459,8 @@ def simulate(
         _err.print(f"{name}: {seconds:.1f} s", highlight=False)
     for path in outcome.files:
         _err.print(f"wrote {path}", highlight=False)
+    for note in outcome.notes:
+        _err.print(note, highlight=False, markup=False)
     if any(not c.within_tolerance for c in outcome.comparisons if c.policy != "ours"):
         _err.print("some reproduced baselines are more than 5% off the published figures", highlight=False)
 

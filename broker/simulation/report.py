@@ -180,6 +180,16 @@ def write_runs_csv(path: Path, records: Sequence[RunRecord]) -> None:
             )
 
 
+PLOT_MISSING = "policies.png not written: matplotlib is not installed (pip install 'gpubroker[plot]')"
+
+
+def plot_available() -> bool:
+    """Whether matplotlib can be imported (it is the optional ``plot`` extra)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def write_plot(
     path: Path,
     scenarios: Sequence[Scenario],

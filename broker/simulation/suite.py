@@ -27,6 +27,7 @@ class SuiteOutcome:
     markdown: str
     seconds: dict[str, float] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_suite(
@@ -63,7 +64,9 @@ def run_suite(
         for name, write in files.items():
             write(out / name)
             outcome.files.append(out / name)
-        if plot:
+        if plot and not report.plot_available():
+            outcome.notes.append(report.PLOT_MISSING)
+        elif plot:
             png = out / "policies.png"
             report.write_plot(png, scenarios, summaries, comparisons)
             outcome.files.append(png)

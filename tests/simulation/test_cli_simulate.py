@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from broker.cli import app
+from broker.simulation import report
 from tests.simulation.test_scenarios import write_skynomad_like
 
 runner = CliRunner()
@@ -50,3 +52,23 @@ def test_simulate_prints_the_table_and_writes_the_outputs(tmp_path: Path) -> Non
     assert "| Optimal (offline DP) | 6 |" in result.output
     for name in ("policies.md", "summary.csv", "comparison.csv", "runs.csv", "policies.png"):
         assert (out / name).stat().st_size > 0, name
+
+
+def test_simulate_without_matplotlib_writes_the_tables_and_says_how_to_get_the_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_skynomad_like(tmp_path)
+    out = tmp_path / "out"
+    # As on an install without the 'plot' extra.
+    monkeypatch.setattr(report, "plot_available", lambda: False)
+    result = runner.invoke(
+        app,
+        [
+            "simulate", "--scenario", "skynomad-h100", "--traces", str(tmp_path), "--out", str(out),
+            "--policies", "on_demand", "--processes", "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "gpubroker[plot]" in result.output
+    assert (out / "summary.csv").stat().st_size > 0
+    assert not (out / "policies.png").exists()
