@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 
 import broker
 from api import errors
-from api.routes import health, offers, providers
+from api.auth import KeyCache
+from api.routes import (
+    commitments,
+    health,
+    instances,
+    metrics,
+    offers,
+    projects,
+    providers,
+    utilization,
+    workloads,
+)
 from broker.clock import Clock, utc_now
 from broker.db.engine import Database
 from broker.jobs.price_refresh import PriceRefresher
@@ -24,8 +36,13 @@ def create_app(
     provider_entries: Sequence[ProviderEntry] = (),
     refresher: PriceRefresher | None = None,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
+    wake: Any = None,
 ) -> FastAPI:
-    """Build the API around an open database and the providers in use. The caller owns their lifetimes."""
+    """Build the API around an open database and the providers in use. The caller owns their lifetimes.
+
+    ``wake`` (optional) is told when something the scheduler should act on at once was written
+    (a workload submitted, a preemption notice): ``wake.notify(topic)``. Without it the scheduler
+    still finds the work on its next poll (and, on PostgreSQL, through LISTEN/NOTIFY)."""
     app = FastAPI(
         title="gpubroker",
         version=broker.__version__,
@@ -36,8 +53,19 @@ def create_app(
     app.state.providers = list(provider_entries)
     app.state.refresher = refresher
     app.state.stale_after = stale_after
+    app.state.key_cache = KeyCache()
+    app.state.wake = wake
     errors.install(app)
-    app.include_router(health.router)
-    app.include_router(offers.router)
-    app.include_router(providers.router)
+    for module in (
+        health,
+        metrics,
+        offers,
+        providers,
+        projects,
+        workloads,
+        instances,
+        commitments,
+        utilization,
+    ):
+        app.include_router(module.router)
     return app

@@ -16,12 +16,52 @@ PROBLEM_BASE = "https://gpubroker.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(status: int, kind: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    kind: str,
+    title: str,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     body: dict[str, Any] = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
     if detail is not None:
         body["detail"] = detail
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+class ApiProblem(Exception):
+    """Raised by routes and dependencies: becomes a problem+json response with a stable ``type``.
+
+    ``kind`` is the last part of the type URL; keep each one stable, clients branch on it."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.kind = kind
+        self.title = title
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+
+def not_found(what: str, ident: str) -> ApiProblem:
+    """The one 404: a missing object and another organization's object answer exactly alike."""
+    return ApiProblem(404, "not-found", "Not found", f"no {what} {ident!r}")
+
+
+async def _api_problem(_request: Request, exc: ApiProblem) -> JSONResponse:
+    return problem(exc.status, exc.kind, exc.title, exc.detail, exc.headers, **exc.extra)
 
 
 async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -47,6 +87,7 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """Route every error through problem+json."""
+    app.add_exception_handler(ApiProblem, _api_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -37,6 +37,11 @@ catalog_app = typer.Typer(help="The GPU price catalog: import prices, list snaps
 providers_app = typer.Typer(
     help="Cloud providers: which are configured, reachable, and healthy.", no_args_is_help=True
 )
+admin_app = typer.Typer(
+    help="Bootstrap tenants: organizations and API keys (talks to the database directly).",
+    no_args_is_help=True,
+)
+app.add_typer(admin_app, name="admin")
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(providers_app, name="providers")
@@ -409,6 +414,68 @@ class SimulateScenario(StrEnum):
     cant_be_late = "cant-be-late"
     cross_cloud_h100 = "cross-cloud-h100"
     all = "all"
+
+
+class RoleChoice(StrEnum):
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+
+@admin_app.command("create-org")
+def admin_create_org(
+    name: Annotated[str, typer.Argument(help="Organization name, unique")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create an organization (with its `default` project)."""
+    from broker.services.tenancy import TenancyError, create_org
+
+    with _database(_settings()) as database:
+        try:
+            with database.sessions.begin() as session:
+                org = create_org(session, name, utc_now())
+                org_id = org.id
+        except TenancyError as exc:
+            raise _fail(str(exc)) from None
+    if json_output:
+        _out.print_json(json.dumps({"id": org_id, "name": name.strip()}))
+    else:
+        _out.print(f"organization {name.strip()} created: {org_id}", highlight=False)
+
+
+@admin_app.command("create-key")
+def admin_create_key(
+    org: Annotated[str, typer.Option("--org", help="Organization name or id")],
+    name: Annotated[str, typer.Option("--name", help="What the key is for")] = "bootstrap",
+    role: Annotated[RoleChoice, typer.Option("--role", help="viewer, operator or admin")] = RoleChoice.admin,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create an API key and print it once: only its hash is stored."""
+    from broker.services.tenancy import Role, TenancyError, create_api_key, find_org
+
+    with _database(_settings()) as database:
+        try:
+            with database.sessions.begin() as session:
+                found = find_org(session, org)
+                if found is None:
+                    raise TenancyError(
+                        f"no organization {org!r} (create it with `gpubroker admin create-org`)"
+                    )
+                issued = create_api_key(session, found.id, name, Role(role.value), utc_now())
+        except TenancyError as exc:
+            raise _fail(str(exc)) from None
+    if json_output:
+        _out.print_json(
+            json.dumps(
+                {"id": issued.key_id, "org_id": issued.org_id, "role": issued.role, "key": issued.secret}
+            )
+        )
+    else:
+        _out.print(issued.secret, highlight=False, soft_wrap=True)
+        _err.print(
+            f"{issued.role} key {issued.key_id} for {issued.org_id}: shown once, store it now",
+            highlight=False,
+        )
 
 
 @app.command()

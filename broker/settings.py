@@ -36,6 +36,43 @@ class Settings(BaseSettings):
         default=3600, ge=1, description="A price older than this is shown as stale."
     )
 
+    # --- the API -------------------------------------------------------------------------------
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
+    )
+    rate_limit_per_second: float = Field(
+        default=200.0, gt=0, description="Requests per second each API key may make on average."
+    )
+    rate_limit_burst: int = Field(default=400, ge=1, description="Requests an API key may make at once.")
+    log_format: str = Field(default="json", description="`json` (structured) or `text` logs.")
+    # --- the scheduler -------------------------------------------------------------------------
+    scheduler: bool = Field(
+        default=True,
+        description="Run the scheduler inside `gpubroker serve` (off: run `gpubroker scheduler`).",
+    )
+    launch_rate_per_second: float = Field(
+        default=2.0, gt=0, description="Launches per second per provider, after a burst (no thundering herd)."
+    )
+    launch_burst: int = Field(default=5, ge=1, description="Launches per provider that may go at once.")
+    place_interval_seconds: float = Field(default=2.0, gt=0, description="How often pending work is placed.")
+    execute_interval_seconds: float = Field(default=1.0, gt=0, description="How often the outbox is polled.")
+    reconcile_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often each provider's inventory is compared with the database."
+    )
+    migrate_interval_seconds: float = Field(
+        default=60.0, gt=0, description="How often running workloads are re-evaluated (rebalance)."
+    )
+    rollup_interval_seconds: float = Field(
+        default=300.0, gt=0, description="How often instance usage is rolled up into cost records."
+    )
+
+    @field_validator("log_format", mode="after")
+    @classmethod
+    def _check_log_format(cls, value: str) -> str:
+        if value not in ("json", "text"):
+            raise ValueError("log_format must be `json` or `text`")
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

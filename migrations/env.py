@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from broker.db import fleet  # noqa: F401  (registers the fleet tables on Base.metadata)
 from broker.db.models import Base
 
 config = context.config

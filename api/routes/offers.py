@@ -7,13 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from api.auth import require
 from api.deps import NowDep, SessionDep
 from api.schemas import OfferList, OfferOut
 from broker.core.types import CapacityType
 from broker.services.offers import find_offers
+from broker.services.tenancy import Role
 from pricing.core import OfferQuery
 
-router = APIRouter(prefix="/v1", tags=["offers"])
+router = APIRouter(prefix="/v1", dependencies=[require(Role.VIEWER)], tags=["offers"])
 
 
 @router.get("/offers", response_model=OfferList, summary="Cheapest current offers, per GPU-hour")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict
 
+from api.auth import require
 from broker.services.providers import describe
+from broker.services.tenancy import Role
 
-router = APIRouter(prefix="/v1", tags=["providers"])
+router = APIRouter(prefix="/v1", dependencies=[require(Role.VIEWER)], tags=["providers"])
 
 
 class BreakerOut(BaseModel):

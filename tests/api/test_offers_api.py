@@ -13,13 +13,15 @@ from sqlalchemy import text
 from api.app import create_app
 from broker.db.engine import Database
 from broker.db.schema import head_revision
+from tests.api.conftest import make_tenant
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def client(database: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(database, clock=lambda: NOW)) as c:
+    app = create_app(database, clock=lambda: NOW)
+    with TestClient(app, headers=make_tenant(database, "acme").viewer) as c:
         yield c
 
 

@@ -10,6 +10,7 @@ from broker.core.errors import Transient
 from broker.db.engine import Database
 from providers.registry import discover
 from providers.resilience import ResiliencePolicy
+from tests.api.conftest import make_tenant
 
 
 def test_providers_shows_an_open_breaker(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,7 +21,9 @@ def test_providers_shows_an_open_breaker(database: Database, monkeypatch: pytest
     for _ in range(2):  # 2 calls x 4 attempts: past the 5-failure threshold
         with pytest.raises(Transient):
             sim.list_offers()
-    with TestClient(create_app(database, provider_entries=entries)) as client:
+    with TestClient(
+        create_app(database, provider_entries=entries), headers=make_tenant(database, "acme").viewer
+    ) as client:
         body = client.get("/v1/providers").json()
     reports = {p["name"]: p for p in body["providers"]}
     assert reports["aws"]["configured"] is False and "not selected" in reports["aws"]["detail"]

@@ -7,7 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from broker.db import schema
+from broker.db import (
+    fleet,  # noqa: F401  (the fleet tables)
+    schema,
+)
 from broker.db.engine import make_engine
 from broker.db.models import Base
 
