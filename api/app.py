@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -36,13 +35,13 @@ def create_app(
     provider_entries: Sequence[ProviderEntry] = (),
     refresher: PriceRefresher | None = None,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
-    wake: Any = None,
+    wake: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the API around an open database and the providers in use. The caller owns their lifetimes.
 
-    ``wake`` (optional) is told when something the scheduler should act on at once was written
-    (a workload submitted, a preemption notice): ``wake.notify(topic)``. Without it the scheduler
-    still finds the work on its next poll (and, on PostgreSQL, through LISTEN/NOTIFY)."""
+    ``wake(topic)`` (optional: the in-process scheduler's) is called after a request wrote work the
+    scheduler should act on at once. Without it a scheduler elsewhere still hears of the work
+    through PostgreSQL's NOTIFY, sent in the request's transaction, or on its next poll."""
     app = FastAPI(
         title="gpubroker",
         version=broker.__version__,

@@ -134,6 +134,17 @@ class TokenBucket:
         self._updated = monotonic()
         self._lock = threading.Lock()
 
+    def try_take(self) -> bool:
+        """Take a token if one is there now; never waits (the launch ramp skips a round instead)."""
+        with self._lock:
+            now = self._monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+            self._updated = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            return False
+
     def acquire(self, max_wait: float, *, provider: str) -> float:
         """Take a token, sleeping for it if needed; returns the seconds waited."""
         with self._lock:

@@ -1,0 +1,106 @@
+"""A broker on a real database with the simulated cloud, driven one job at a time (no timers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from broker.db.engine import Database
+from broker.jobs.scheduler import Scheduler
+from broker.services.prices import refresh_prices
+from broker.settings import Settings
+from providers.sim import SimulatedCloud
+from providers.traces import SpotTrace
+from tests.api.conftest import Tenant, make_tenant
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class ManualClock:
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def trace(
+    values: list[int], zone: str = "us-central1-a", spot: str = "2.50", on_demand: str = "10.00"
+) -> SpotTrace:
+    """One zone of 1-GPU H100 spot capacity: ``values[i]`` GPUs obtainable in the i-th 10-minute tick."""
+    return SpotTrace(
+        cloud="gcp",
+        region=zone.rsplit("-", 1)[0],
+        zone=zone,
+        instance_type="a3-highgpu-1g",
+        accelerator="H100",
+        gpus_per_instance=1,
+        instances_requested=16,
+        gap_seconds=600,
+        start_time=datetime(2025, 10, 4, tzinfo=UTC),
+        values=tuple(values),
+        spot_price_per_gpu=Decimal(spot),
+        on_demand_price_per_gpu=Decimal(on_demand),
+        tick_prices=None,
+        source="trace:test",
+    )
+
+
+class Broker:
+    """API + scheduler + simulated cloud, sharing one manual clock (the sim runs at 1× on it)."""
+
+    def __init__(self, database: Database, traces: list[SpotTrace] | None = None, **sim: Any) -> None:
+        self.clock = ManualClock()
+        self.database = database
+        self.sim = SimulatedCloud(
+            traces or [trace([16] * 144), trace([16] * 144, zone="us-central1-b", spot="2.60")],
+            clock=self.clock,
+            speedup=1.0,
+            **sim,
+        )
+        self.settings = Settings(launch_rate_per_second=1000, launch_burst=1000)
+        self.scheduler = Scheduler(database, [self.sim], self.settings, clock=self.clock)
+        self.app = create_app(database, clock=self.clock)
+        self.app.state.providers = []
+        self.client = TestClient(self.app)
+        self.tenant: Tenant = make_tenant(database, "acme")
+        self.refresh_prices()
+
+    def refresh_prices(self) -> None:
+        with self.database.sessions.begin() as session:
+            outcome = refresh_prices(session, self.sim, self.clock())
+        assert outcome.ok, outcome
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        payload = {"gpu_types": ["H100"], "gpus_per_node": 1, "expected_hours": "4", **body}
+        response = self.client.post("/v1/workloads", json=payload, headers=self.tenant.operator)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def workload(self, workload_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/v1/workloads/{workload_id}", headers=self.tenant.viewer)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def events(self, workload_id: str) -> list[dict[str, Any]]:
+        response = self.client.get(f"/v1/workloads/{workload_id}/events", headers=self.tenant.viewer)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+    def settle(self, rounds: int = 5) -> None:
+        """Place and execute until nothing is left to do (or ``rounds`` pass)."""
+        for _ in range(rounds):
+            placed = self.scheduler.run_place()
+            executed = self.scheduler.run_execute()
+            if not placed.claimed and not executed:
+                return
+
+    def close(self) -> None:
+        self.client.close()
