@@ -25,6 +25,7 @@ from broker.clock import Clock, utc_now
 from broker.db.engine import Database
 from broker.jobs.price_refresh import PriceRefresher
 from broker.services.offers import DEFAULT_STALE_AFTER
+from broker.settings import Settings
 from providers.registry import ProviderEntry
 
 
@@ -36,6 +37,7 @@ def create_app(
     refresher: PriceRefresher | None = None,
     stale_after: timedelta = DEFAULT_STALE_AFTER,
     wake: Callable[[str], None] | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
     """Build the API around an open database and the providers in use. The caller owns their lifetimes.
 
@@ -54,6 +56,7 @@ def create_app(
     app.state.stale_after = stale_after
     app.state.key_cache = KeyCache()
     app.state.wake = wake
+    app.state.settings = settings or Settings()
     errors.install(app)
     for module in (
         health,

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
+from sqlalchemy import func, select
+
+from broker.clock import utc_now
 from broker.db import schema
 from broker.db.engine import Database
+from broker.db.fleet import Organization
 from broker.services.catalog import load_bundled_snapshot
+from broker.services.tenancy import Role, create_api_key, create_org
 from broker.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -24,3 +31,31 @@ def prepare_database(database: Database, settings: Settings) -> None:
             record = load_bundled_snapshot(session)
         if record.created:
             _log.info("loaded bundled price snapshot %s (%d offers)", record.id, record.offer_count)
+
+
+BOOTSTRAP_ORG = "default"
+BOOTSTRAP_KEY_FILE = "admin-key"
+
+
+def ensure_bootstrap_key(database: Database, settings: Settings) -> Path | None:
+    """On a database without organizations, create ``default`` and an admin key for it.
+
+    The key goes to ``$GPUBROKER_HOME/admin-key`` (mode 0600) and nowhere else: not to the log,
+    not to the terminal. Returns the file's path when a key was made, else None. Two processes
+    starting at once cannot both make one: the organization's unique name decides.
+    """
+    with database.sessions.begin() as session:
+        if session.scalar(select(Organization.id).limit(1)) is not None:
+            return None
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext("gpubroker:bootstrap"))))
+        if session.scalar(select(Organization.id).limit(1)) is not None:
+            return None
+        org = create_org(session, BOOTSTRAP_ORG, utc_now())
+        issued = create_api_key(session, org.id, "bootstrap admin", Role.ADMIN, utc_now())
+        settings.home.mkdir(parents=True, exist_ok=True)
+        path = settings.home / BOOTSTRAP_KEY_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(issued.secret + "\n")
+    _log.info("created organization %s and a bootstrap admin key in %s", BOOTSTRAP_ORG, path)
+    return path

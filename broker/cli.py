@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -26,6 +28,9 @@ from broker.settings import Settings
 
 if TYPE_CHECKING:
     from broker.db.engine import Database
+    from broker.jobs.scheduler import Scheduler
+    from providers.registry import ProviderEntry
+    from providers.resilience import ResilientProvider
 
 app = typer.Typer(
     help="gpubroker: find GPU capacity across clouds, place workloads on it, keep them running cheaply.",
@@ -122,54 +127,109 @@ def serve(
         int | None, typer.Option(help="Port to listen on [default: GPUBROKER_PORT or 8000]")
     ] = None,
 ) -> None:
-    """Run the API server: start the database (embedded unless DATABASE_URL is set), apply schema
-    migrations, load the price catalog, and serve /healthz, /readyz, /docs and /v1 until Ctrl-C."""
+    """Run the API server (and, unless GPUBROKER_SCHEDULER=false, the scheduler): start the database
+    (embedded unless DATABASE_URL is set), apply schema migrations, load the price catalog, and
+    serve /healthz, /readyz, /metrics, /docs and /v1 until Ctrl-C."""
     import uvicorn
 
     from api.app import create_app
-    from broker.jobs.price_refresh import PriceRefresher
-    from providers.registry import AdapterUnavailable, active, discover
 
     settings = _settings()
     _configure_logging(settings.log_level)
-    try:
-        entries = discover()
-    except AdapterUnavailable as exc:
-        raise _fail(str(exc), code=2) from None
-    providers = active(entries)
-    with _database(settings) as database:
-        where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
-        _err.print(f"database: {where}", highlight=False)
-        names = ", ".join(p.name for p in providers)
-        note = " (the simulated cloud: no cloud credentials are configured)" if names == "sim" else ""
-        _err.print(f"providers: {names}{note}", highlight=False)
-        refresher = PriceRefresher(database, providers, settings.price_refresh_seconds)
-        refresher.start()  # its first round runs at once, in the background
+    entries, providers = _providers(settings)
+    with _database(settings) as database, _broker(settings, database, providers) as scheduler:
         listen_host, listen_port = host or settings.host, port or settings.port
         _err.print(
             f"gpubroker listening on http://{listen_host}:{listen_port} (Ctrl-C stops)", highlight=False
         )
-        try:
+        with suppress(_StopServing):
             _serve_until_signalled(
                 uvicorn,
                 create_app(
                     database,
                     provider_entries=entries,
-                    refresher=refresher,
+                    refresher=scheduler.refresher if scheduler else None,
                     stale_after=timedelta(seconds=settings.price_stale_after_seconds),
+                    wake=scheduler.wake if scheduler else None,
+                    settings=settings,
                 ),
                 host=listen_host,
                 port=listen_port,
                 log_level=settings.log_level.lower(),
                 access_log=False,
             )
-        except _StopServing:
-            pass
-        finally:
-            refresher.stop()
-            for provider in providers:
-                provider.close()
     _err.print("gpubroker stopped", highlight=False)
+
+
+@app.command("scheduler")
+def scheduler_command() -> None:
+    """Run only the scheduler (placement, launches, reconciliation, migration, accounting, prices)
+    until Ctrl-C: for deployments that run API replicas with GPUBROKER_SCHEDULER=false."""
+    settings = _settings().model_copy(update={"scheduler": True})
+    _configure_logging(settings.log_level)
+    _entries, providers = _providers(settings)
+    stopped = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _database(settings) as database, _broker(settings, database, providers):
+            _err.print("gpubroker scheduler running (Ctrl-C stops)", highlight=False)
+            stopped.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _err.print("gpubroker scheduler stopped", highlight=False)
+
+
+def _providers(settings: Settings) -> tuple[list[ProviderEntry], list[ResilientProvider]]:
+    from providers.registry import AdapterUnavailable, active, discover
+
+    # The simulated cloud keeps its inventory next to the database, so a restarted (or killed)
+    # gpubroker finds the instances it launched, as it would on a real cloud.
+    os.environ.setdefault("GPUBROKER_SIM_STATE", str(settings.home / "sim-cloud.json"))
+    try:
+        entries = discover()
+    except AdapterUnavailable as exc:
+        raise _fail(str(exc), code=2) from None
+    return entries, active(entries)
+
+
+@contextmanager
+def _broker(
+    settings: Settings, database: Database, providers: list[ResilientProvider]
+) -> Iterator[Scheduler | None]:
+    """Print where things are, make the first admin key, and run the scheduler (when enabled)."""
+    from broker.bootstrap import ensure_bootstrap_key
+    from broker.jobs.price_refresh import PriceRefresher
+    from broker.jobs.scheduler import Scheduler
+
+    where = f"embedded PostgreSQL in {settings.pgdata}" if database.embedded else database.url
+    _err.print(f"database: {where}", highlight=False)
+    names = ", ".join(p.name for p in providers)
+    note = " (the simulated cloud: no cloud credentials are configured)" if names == "sim" else ""
+    _err.print(f"providers: {names}{note}", highlight=False)
+    key_file = ensure_bootstrap_key(database, settings)
+    if key_file is not None:
+        _err.print(
+            f"first start: an admin API key for organization 'default' is in {key_file} (shown nowhere else)",
+            highlight=False,
+        )
+    scheduler = None
+    if settings.scheduler:
+        # Prices refresh as a scheduler job: its first round runs at once, in the background.
+        refresher = PriceRefresher(database, providers, settings.price_refresh_seconds)
+        scheduler = Scheduler(database, providers, settings, refresher=refresher)
+        scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        for provider in providers:
+            provider.close()
 
 
 class _StopServing(Exception):

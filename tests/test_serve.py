@@ -59,6 +59,14 @@ class Served:
         self.log_file.close()
         return code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The bootstrap admin key, which the first start wrote to $GPUBROKER_HOME/admin-key."""
+        return {"Authorization": "Bearer " + (self.home / "admin-key").read_text().strip()}
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers, **kwargs)  # type: ignore[arg-type]
+
     def output(self) -> str:
         if not self.log_file.closed:
             self.log_file.flush()
@@ -93,7 +101,7 @@ def test_serve_answers_then_ctrl_c_stops_it_and_its_postgres_and_restart_reuses_
     assert ready.json()["schema_revision"] == head_revision()
     assert httpx.get(served.url + "/healthz").json()["status"] == "ok"
     assert httpx.get(served.url + "/docs").status_code == 200
-    offers = httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "limit": 1000}).json()["offers"]
+    offers = served.get("/v1/offers", params={"gpu": "H100", "limit": 1000}).json()["offers"]
     assert {"aws", "gcp", "lambda", "runpod", "nebius"} <= {o["cloud"] for o in offers}
     pg_pid = server_pid(home / "pgdata")
     assert pg_pid is not None
@@ -143,7 +151,7 @@ def test_start_after_kill_9_of_serve_and_postgres_recovers(home: Path) -> None:
     second.wait_ready()
     output = second.output()
     assert "not shut down cleanly" in output and "Traceback" not in output
-    offers = httpx.get(second.url + "/v1/offers", params={"gpu": "H100"}).json()["offers"]
+    offers = second.get("/v1/offers", params={"gpu": "H100"}).json()["offers"]
     assert offers
     assert second.stop() == 0
 
@@ -152,7 +160,7 @@ def test_serve_with_database_url_never_starts_the_embedded_server(home: Path, da
     served = Served(home, {"DATABASE_URL": database_url})
     served.wait_ready()
     assert not (home / "pgdata").exists()
-    assert httpx.get(served.url + "/v1/offers", params={"gpu": "H100", "limit": 1}).json()["count"] == 1
+    assert served.get("/v1/offers", params={"gpu": "H100", "limit": 1}).json()["count"] == 1
     assert served.stop() == 0
 
 
@@ -173,16 +181,14 @@ def test_serve_without_credentials_runs_on_the_simulated_cloud(home: Path) -> No
     # Prices are refreshed in the background, right after start-up.
     deadline = time.monotonic() + 30
     while True:
-        sim = httpx.get(
-            served.url + "/v1/offers", params={"gpu": "H100", "cloud": "sim", "limit": 100}
-        ).json()
+        sim = served.get("/v1/offers", params={"gpu": "H100", "cloud": "sim", "limit": 100}).json()
         if sim["count"] or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert sim["count"] == 64  # 8 traced zones x 4 a3-highgpu sizes x (on-demand, spot)
     assert "prices from sim: 64 offers" in served.output()
     assert {o["availability"] for o in sim["offers"]} <= {"available", "limited", "unavailable"}
-    providers = {p["name"]: p for p in httpx.get(served.url + "/v1/providers").json()["providers"]}
+    providers = {p["name"]: p for p in served.get("/v1/providers").json()["providers"]}
     assert providers["sim"]["configured"] and providers["sim"]["reachable"]
     assert providers["sim"]["interruption_notice_seconds"] == 30
     assert served.stop() == 0

@@ -117,7 +117,13 @@ class Scheduler:
             return rollup(session, self.clock())
 
     def run_prices(self) -> Any:
-        return self.refresher.refresh_all() if self.refresher is not None else []
+        if self.refresher is None:
+            return []
+        outcomes = self.refresher.refresh_all()
+        for outcome in outcomes:
+            if outcome.ok:
+                _log.info("prices from %s: %d offers", outcome.provider, outcome.offers)
+        return outcomes
 
     def on_instance_event(self, event: InstanceEvent) -> None:
         """A provider told us about one of our instances: hand it to the migration service now."""
