@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from broker import agent
 from broker.clock import utc_now
 from broker.db.embedded import EmbeddedPostgresError
 from broker.settings import Settings
@@ -47,6 +48,7 @@ admin_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(admin_app, name="admin")
+agent.register(app)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(providers_app, name="providers")

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
 
     # --- the API -------------------------------------------------------------------------------
     max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Largest request body the API accepts (413 above)."
+        default=4_194_304,
+        ge=1024,
+        description="Largest request body the API accepts (413 above); a full utilization batch is ~2 MB.",
     )
     rate_limit_per_second: float = Field(
         default=200.0, gt=0, description="Requests per second each API key may make on average."
@@ -54,6 +56,11 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Launches per second per provider, after a burst (no thundering herd)."
     )
     launch_burst: int = Field(default=5, ge=1, description="Launches per provider that may go at once.")
+    command_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a claimed command is an executor's; after that (it died) another retries it.",
+    )
     place_interval_seconds: float = Field(default=2.0, gt=0, description="How often pending work is placed.")
     execute_interval_seconds: float = Field(default=1.0, gt=0, description="How often the outbox is polled.")
     reconcile_interval_seconds: float = Field(

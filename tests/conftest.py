@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.db import schema
-from broker.db.embedded import EmbeddedPostgres
+from broker.db.embedded import EmbeddedPostgres, server_pid
 from broker.db.engine import Database, make_engine
 from broker.services.catalog import load_bundled_snapshot
 
@@ -122,3 +124,12 @@ def empty_database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield _url(admin, name).replace("postgresql://", "postgresql+psycopg://", 1)
     _drop(admin, name)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "home"
+    pgdata = tmp_path / "home" / "pgdata"
+    pid = server_pid(pgdata) if pgdata.exists() else None
+    if pid is not None:  # never leave a server behind, whatever the test did
+        os.kill(pid, signal.SIGTERM)

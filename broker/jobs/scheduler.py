@@ -76,6 +76,7 @@ class Scheduler:
             clock=clock,
             launch_rate_per_second=settings.launch_rate_per_second,
             launch_burst=settings.launch_burst,
+            lease=timedelta(seconds=settings.command_lease_seconds),
         )
         self.stats = JobStats()
         self._scheduler: BackgroundScheduler | None = None
@@ -191,9 +192,7 @@ class Scheduler:
                 seconds = provider.capabilities.interruption_notice_seconds or 0
                 reclaim = event.at + timedelta(seconds=seconds)
             try:
-                self.on_instance_event(
-                    InstanceEvent(event.instance.instance_id, kind, self.clock(), reclaim)
-                )
+                self.on_instance_event(InstanceEvent(event.instance.instance_id, kind, self.clock(), reclaim))
             except Exception:
                 _log.exception("handling %s of %s failed", kind, event.instance.instance_id)
 

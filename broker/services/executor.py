@@ -80,6 +80,7 @@ class Executor:
         launch_rate_per_second: float = 2.0,
         launch_burst: int = 5,
         workers: int = 8,
+        lease: timedelta = LEASE,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
@@ -90,6 +91,7 @@ class Executor:
             for name in self.providers
         }
         self.workers = workers
+        self.lease = lease
         self.on_result: Callable[[str, CommandRow], None] | None = None  # for metrics and tests
 
     # --- one round ------------------------------------------------------------------------------
@@ -129,7 +131,7 @@ class Executor:
                         continue  # ramp: this launch waits for a later round
                 row.state = "running"
                 row.attempts = row.attempts + 1
-                row.lease_until = now + LEASE
+                row.lease_until = now + self.lease
                 row.updated_at = now
                 claimed.append(
                     {
