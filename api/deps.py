@@ -27,5 +27,7 @@ def get_now(request: Request) -> datetime:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the transaction commits before the response is sent (FastAPI's default, "request",
+# commits after it, so a client could see 201 for a write that then failed to commit).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 NowDep = Annotated[datetime, Depends(get_now)]

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, func, insert, select
@@ -186,3 +187,63 @@ def list_snapshots(session: Session) -> list[SnapshotRecord]:
     ):
         clouds.setdefault(snapshot_id, []).append(cloud)
     return [_record(s, clouds.get(s.id, []), created=False) for s in snapshots]
+
+
+@dataclass(frozen=True, slots=True)
+class PricePoint:
+    """One offer's price as one snapshot recorded it (``zone`` "" = region-wide)."""
+
+    observed_at: datetime
+    region: str
+    zone: str
+    price_per_hour: Decimal
+    accelerator_count: int
+    currency: str
+    source: str
+    snapshot_id: int
+    availability: str
+
+
+def price_history(
+    session: Session,
+    *,
+    cloud: str,
+    instance_type: str,
+    capacity_type: str,
+    start: datetime,
+    end: datetime,
+    region: str | None = None,
+    zone: str | None = None,
+    limit: int = 1000,
+) -> list[PricePoint]:
+    """Every stored price of one offer observed in ``[start, end)``, oldest first (at most ``limit``).
+
+    Snapshots never overwrite each other, so this is each snapshot's row for the offer. Without
+    ``region`` (or ``zone``) the points of every region (zone) are interleaved by time."""
+    query = (
+        select(
+            OfferPrice.observed_at,
+            OfferPrice.region,
+            OfferPrice.zone,
+            OfferPrice.price_per_hour,
+            OfferPrice.accelerator_count,
+            OfferPrice.currency,
+            OfferPrice.source,
+            OfferPrice.snapshot_id,
+            OfferPrice.availability,
+        )
+        .join(PriceSnapshot, PriceSnapshot.id == OfferPrice.snapshot_id)
+        .where(
+            OfferPrice.cloud == cloud,
+            OfferPrice.instance_type == instance_type,
+            OfferPrice.capacity_type == capacity_type,
+            OfferPrice.observed_at >= start,
+            OfferPrice.observed_at < end,
+        )
+    )
+    if region is not None:
+        query = query.where(OfferPrice.region == region)
+    if zone is not None:
+        query = query.where(OfferPrice.zone == zone)
+    query = query.order_by(OfferPrice.observed_at, OfferPrice.snapshot_id, OfferPrice.id).limit(limit)
+    return [PricePoint(*row) for row in session.execute(query)]

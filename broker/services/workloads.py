@@ -7,15 +7,13 @@ the scheduler is woken in the same transaction. The spec converts to the core's 
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker.core.lifecycle import CANCELLABLE, FINISHABLE, WorkloadState
@@ -23,6 +21,7 @@ from broker.core.workload import CapacityPreference, GangScope, Workload
 from broker.db.fleet import CommandRow, InstanceRow, Project, WorkloadEvent, WorkloadRow
 from broker.services.budgets import check_admission
 from broker.services.lifecycle import Topic, record_event, transition, wake
+from broker.services.paging import InvalidCursor, Page, after_cursor, page_of
 from broker.services.tenancy import find_project, new_id
 from pricing.normalize import canonical_accelerator
 
@@ -235,26 +234,6 @@ def project_names(session: Session, project_ids: Sequence[str]) -> dict[str, str
     return {r.id: r.name for r in rows}
 
 
-def encode_cursor(created_at: datetime, ident: str) -> str:
-    raw = json.dumps([created_at.isoformat(), ident]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        stamp, ident = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(stamp), str(ident)
-    except (ValueError, TypeError) as exc:
-        raise WorkloadError(422, "validation-error", "cursor: not a cursor this API returned") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[WorkloadRow]
-    next_cursor: str | None
-
-
 def list_workloads(
     session: Session,
     org_id: str,
@@ -264,7 +243,7 @@ def list_workloads(
     label: tuple[str, str] | None = None,
     cursor: str | None = None,
     limit: int = 50,
-) -> Page:
+) -> Page[WorkloadRow]:
     """Newest first, ``limit`` per page; ``next_cursor`` continues after the last item."""
     query = select(WorkloadRow).where(WorkloadRow.org_id == org_id)
     if states:
@@ -273,20 +252,17 @@ def list_workloads(
         query = query.where(WorkloadRow.project_id == project_id)
     if label is not None:
         query = query.where(WorkloadRow.labels.contains({label[0]: label[1]}))
-    if cursor:
-        created_at, ident = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                WorkloadRow.created_at < created_at,
-                and_(WorkloadRow.created_at == created_at, WorkloadRow.id < ident),
-            )
-        )
-    rows = list(
-        session.scalars(query.order_by(WorkloadRow.created_at.desc(), WorkloadRow.id.desc()).limit(limit + 1))
+    try:
+        after = after_cursor(WorkloadRow.created_at, WorkloadRow.id, cursor)
+    except InvalidCursor as exc:
+        raise WorkloadError(422, "validation-error", f"cursor: {exc}") from None
+    if after is not None:
+        query = query.where(after)
+    rows = session.scalars(
+        query.order_by(WorkloadRow.created_at.desc(), WorkloadRow.id.desc()).limit(limit + 1)
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
+    items, next_cursor = page_of(rows.all(), limit, lambda r: (r.created_at, r.id))
+    return Page(items, next_cursor)
 
 
 def live_instances(session: Session, workload_id: str) -> list[InstanceRow]:
@@ -427,8 +403,6 @@ __all__ = [
     "WorkloadError",
     "WorkloadSpec",
     "cancel",
-    "decode_cursor",
-    "encode_cursor",
     "enqueue_terminate",
     "events",
     "finish",
