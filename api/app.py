@@ -8,7 +8,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 import broker
-from api import errors
+from api import errors, middleware
 from api.auth import KeyCache
 from api.routes import (
     commitments,
@@ -70,4 +70,5 @@ def create_app(
         utilization,
     ):
         app.include_router(module.router)
+    middleware.install(app, app.state.settings)  # last: it must be the outermost layer
     return app

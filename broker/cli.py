@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -25,6 +24,7 @@ from rich.table import Table
 from broker import agent
 from broker.clock import utc_now
 from broker.db.embedded import EmbeddedPostgresError
+from broker.logs import configure_logging
 from broker.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,32 +72,6 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-SECRET_BEARING_LOGGERS = (
-    "botocore",
-    "boto3",
-    "urllib3",
-    "httpx",
-    "httpcore",
-    "azure",
-    "google.auth",
-    "google.api_core",
-    "kubernetes",
-)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger().setLevel(level.upper())  # basicConfig leaves an already-configured root alone
-    # Alembic logs two INFO lines each time /readyz reads the schema revision; bootstrap logs upgrades itself.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
-    # SDK and HTTP-client debug logs print request headers: botocore's include the access key id
-    # and session token. Credentials are never logged, so these stay at WARNING whatever our level.
-    for name in SECRET_BEARING_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _fail(message: str, code: int = 1) -> typer.Exit:
     _err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
@@ -137,7 +111,7 @@ def serve(
     from api.app import create_app
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     entries, providers = _providers(settings)
     with _database(settings) as database, _broker(settings, database, providers) as scheduler:
         listen_host, listen_port = host or settings.host, port or settings.port
@@ -158,6 +132,7 @@ def serve(
                 host=listen_host,
                 port=listen_port,
                 log_level=settings.log_level.lower(),
+                log_config=None,  # uvicorn's loggers go through our (JSON) handler
                 access_log=False,
             )
     _err.print("gpubroker stopped", highlight=False)
@@ -168,7 +143,7 @@ def scheduler_command() -> None:
     """Run only the scheduler (placement, launches, reconciliation, migration, accounting, prices)
     until Ctrl-C: for deployments that run API replicas with GPUBROKER_SCHEDULER=false."""
     settings = _settings().model_copy(update={"scheduler": True})
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _entries, providers = _providers(settings)
     stopped = threading.Event()
 

@@ -148,7 +148,10 @@ class WorkloadEvent(Base):
     """The audit trail: one row per state transition and per notable thing that happened."""
 
     __tablename__ = "workload_event"
-    __table_args__ = (Index("ix_workload_event_workload", "workload_id", "id"),)
+    __table_args__ = (
+        Index("ix_workload_event_workload", "workload_id", "id"),
+        Index("ix_workload_event_kind", "kind"),  # /metrics counts placements, launches, ... by kind
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     workload_id: Mapped[str] = mapped_column(Text, ForeignKey("workload.id", ondelete="CASCADE"))

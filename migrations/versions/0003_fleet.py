@@ -301,6 +301,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workload_event")),
     )
+    op.create_index("ix_workload_event_kind", "workload_event", ["kind"], unique=False)
     op.create_index("ix_workload_event_workload", "workload_event", ["workload_id", "id"], unique=False)
     op.create_table(
         "cost_record",
@@ -354,6 +355,7 @@ def downgrade() -> None:
     op.drop_table("utilization_sample")
     op.drop_index("ix_cost_record_org_day", table_name="cost_record")
     op.drop_table("cost_record")
+    op.drop_index("ix_workload_event_kind", table_name="workload_event")
     op.drop_index("ix_workload_event_workload", table_name="workload_event")
     op.drop_table("workload_event")
     op.drop_index("ix_instance_workload", table_name="instance")
