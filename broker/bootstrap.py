@@ -20,7 +20,21 @@ _log = logging.getLogger(__name__)
 
 
 def prepare_database(database: Database, settings: Settings) -> None:
-    """Apply schema migrations and, unless disabled, store the bundled price snapshot once."""
+    """Apply schema migrations and, unless disabled, store the bundled price snapshot once.
+
+    Serialised across processes by a session advisory lock: replicas starting together (docker
+    compose) would otherwise race on the schema upgrade and the snapshot's unique hash."""
+    with database.engine.connect() as lock:
+        key = func.hashtext("gpubroker:prepare")
+        lock.execute(select(func.pg_advisory_lock(key)))
+        try:
+            _prepare(database, settings)
+        finally:
+            lock.execute(select(func.pg_advisory_unlock(key)))
+            lock.commit()
+
+
+def _prepare(database: Database, settings: Settings) -> None:
     before = schema.current_revision(database.engine)
     schema.upgrade(database.engine)
     after = schema.current_revision(database.engine)

@@ -56,3 +56,24 @@ def test_dockerfile_copies_every_package_it_installs() -> None:
     copied = re.findall(r"^COPY (\S+) ", (ROOT / "Dockerfile").read_text(), flags=re.M)
     for package in ("broker", "providers", "pricing", "migrations", "api", "web"):
         assert package in copied and (ROOT / package / "__init__.py").exists()
+
+
+def test_docker_compose_runs_api_replicas_behind_a_proxy_and_one_scheduler() -> None:
+    raw = (ROOT / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(raw)
+    s = compose["services"]
+    api, scheduler, proxy = s["gpubroker"], s["scheduler"], s["proxy"]
+    assert api["deploy"]["replicas"] >= 2 and "ports" not in api
+    assert api["environment"]["GPUBROKER_SCHEDULER"] == "false"
+    assert scheduler["command"] == ["gpubroker", "scheduler"]
+    assert scheduler.get("deploy", {}).get("replicas", 1) == 1
+    url = api["environment"]["DATABASE_URL"]
+    assert scheduler["environment"]["DATABASE_URL"] == s["migrate"]["environment"]["DATABASE_URL"] == url
+    for name in ("gpubroker", "scheduler"):
+        assert s[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert proxy["ports"] == ["127.0.0.1:8000:8000"]
+    assert proxy["depends_on"]["gpubroker"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(proxy["healthcheck"]["test"])
+    conf = compose["configs"][proxy["configs"][0]["source"]]["content"]
+    assert "server gpubroker:8000 resolve;" in conf
+    assert not re.search(r"(?<!\$)\$(?!\$)[A-Za-z_{]", raw)  # nginx $vars escaped from compose interpolation

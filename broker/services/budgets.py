@@ -115,7 +115,7 @@ def project_usage(session: Session, project_id: str, now: datetime) -> ProjectUs
 
 def check_admission(
     session: Session, project: Project, gpus: int, worst_case_usd: Decimal | None, now: datetime
-) -> ProjectUsage:
+) -> ProjectUsage | None:
     """Admit ``gpus`` more GPUs (and at most ``worst_case_usd`` more spend) into ``project``, or raise
     :class:`BudgetExceeded`.
 
@@ -123,9 +123,11 @@ def check_admission(
     ``max_usd_per_month``; or when spend + ``worst_case_usd`` would pass it. With a limit set the
     project row is locked first (``FOR UPDATE``, its limits re-read), so concurrent admissions
     see each other's workloads: call this before inserting the workload, in the same transaction.
-    Returns the usage the decision was made on."""
-    if project.max_gpus is not None or project.max_usd_per_month is not None:
-        session.refresh(project, with_for_update=True)
+    Returns the usage the decision was made on, or None for a project without limits (nothing is
+    counted then: on the submission path that is a third of the work)."""
+    if project.max_gpus is None and project.max_usd_per_month is None:
+        return None
+    session.refresh(project, with_for_update=True)
     usage = project_usage(session, project.id, now)
     if project.max_gpus is not None and usage.gpus_in_use + gpus > project.max_gpus:
         raise BudgetExceeded(
