@@ -12,6 +12,7 @@ from broker.clock import utc_now
 from broker.db import schema
 from broker.db.engine import Database
 from broker.db.fleet import Organization
+from broker.db.locks import xact_lock
 from broker.services.catalog import load_bundled_snapshot
 from broker.services.tenancy import Role, create_api_key, create_org
 from broker.settings import Settings
@@ -61,7 +62,7 @@ def ensure_bootstrap_key(database: Database, settings: Settings) -> Path | None:
     with database.sessions.begin() as session:
         if session.scalar(select(Organization.id).limit(1)) is not None:
             return None
-        session.execute(select(func.pg_advisory_xact_lock(func.hashtext("gpubroker:bootstrap"))))
+        xact_lock(session, "gpubroker:bootstrap")
         if session.scalar(select(Organization.id).limit(1)) is not None:
             return None
         org = create_org(session, BOOTSTRAP_ORG, utc_now())

@@ -197,7 +197,7 @@ def _broker(
     scheduler = None
     if settings.scheduler:
         # Prices refresh as a scheduler job: its first round runs at once, in the background.
-        refresher = PriceRefresher(database, providers, settings.price_refresh_seconds)
+        refresher = PriceRefresher(database, providers)
         scheduler = Scheduler(database, providers, settings, refresher=refresher)
         scheduler.start()
     try:

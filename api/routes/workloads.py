@@ -21,6 +21,7 @@ from broker.services import workloads as service
 from broker.services.budgets import BudgetExceeded
 from broker.services.lifecycle import Topic
 from broker.services.placement import explain_workload
+from broker.services.tenancy import find_project
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
 
@@ -314,8 +315,6 @@ def list_workloads(
     cursor: Annotated[str | None, Query(max_length=500)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> WorkloadPage:
-    from broker.services.tenancy import find_project
-
     project_id = None
     if project is not None:
         found = find_project(session, principal.org_id, project)

@@ -23,11 +23,11 @@ from typing import Any
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import func, select
 
 from broker.clock import Clock, utc_now
 from broker.core.ports import Provider
 from broker.db.engine import Database
+from broker.db.locks import try_xact_lock
 from broker.jobs.price_refresh import PriceRefresher
 from broker.services.accounting import rollup
 from broker.services.executor import Executor
@@ -106,14 +106,14 @@ class Scheduler:
 
     def run_rebalance(self) -> int:
         with self.database.sessions.begin() as session:
-            if not session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(LOCK_REBALANCE)))):
+            if not try_xact_lock(session, LOCK_REBALANCE):
                 return 0
             ctx = MigrationContext(list(self.providers), self.clock(), stale_after=self.stale_after)
             return rebalance(session, ctx)
 
     def run_rollup(self) -> int:
         with self.database.sessions.begin() as session:
-            if not session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(LOCK_ROLLUP)))):
+            if not try_xact_lock(session, LOCK_ROLLUP):
                 return 0
             return rollup(session, self.clock())
 

@@ -26,13 +26,15 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from broker.clock import Clock, utc_now
-from broker.core.errors import NotFound, ProviderError, Transient
+from broker.core.errors import InvalidRequest, NotFound, ProviderError, Transient
 from broker.core.lifecycle import WorkloadState
 from broker.core.ports import Instance, InstanceState, LaunchRequest, Provider
 from broker.core.types import CapacityType
 from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
 from broker.services.lifecycle import Topic, record_event, transition, wake
+from broker.services.migrations import replan_after_refusal
+from broker.services.workloads import enqueue_terminate
 from providers.resilience import TokenBucket
 
 _log = logging.getLogger(__name__)
@@ -166,8 +168,6 @@ class Executor:
     def _provider(self, name: str | None) -> Provider:
         provider = self.providers.get(name or "")
         if provider is None:
-            from broker.core.errors import InvalidRequest
-
             raise InvalidRequest(
                 f"provider {name!r} is not configured in this scheduler", provider=name or ""
             )
@@ -308,8 +308,6 @@ def _plan_launched(session: Session, plan_id: str) -> bool:
 
 
 def _stop_unwanted(session: Session, workload: WorkloadRow, row: InstanceRow, now: datetime) -> None:
-    from broker.services.workloads import enqueue_terminate
-
     if enqueue_terminate(session, workload, row, f"stop-{row.id}", 0, now):
         wake(session, Topic.EXECUTE)
 
@@ -354,9 +352,6 @@ def launch_refused(
         f"{command.payload['instance_type']}: {error}",
         data={"error": type(error).__name__, "instance_id": command.payload["instance_id"]},
     )
-    from broker.services.migrations import replan_after_refusal
-    from broker.services.workloads import enqueue_terminate
-
     # The plan's other nodes: a gang is all or nothing.
     siblings = session.scalars(
         select(InstanceRow).where(

@@ -96,22 +96,7 @@ def without(snapshot: PlacementSnapshot, keys: list[tuple[str, ...]]) -> Placeme
         for o in snapshot.offers
         if offer_key(o.cloud, o.region, o.zone, o.instance_type, o.capacity_type) not in banned
     )
-    return replace_offers(snapshot, offers)
-
-
-def replace_offers(snapshot: PlacementSnapshot, offers: tuple[Offer, ...]) -> PlacementSnapshot:
-    return PlacementSnapshot(
-        now=snapshot.now,
-        offers=offers,
-        available=snapshot.available,
-        commitments=snapshot.commitments,
-        quotas=snapshot.quotas,
-        budgets=snapshot.budgets,
-        preemption_rates=snapshot.preemption_rates,
-        stale_after=snapshot.stale_after,
-        default_preemption_rate=snapshot.default_preemption_rate,
-        egress=snapshot.egress,
-    )
+    return replace(snapshot, offers=offers)  # __post_init__ rebuilds the index
 
 
 def placement_json(placement: Placement, launch: Launch, now: datetime) -> dict[str, Any]:

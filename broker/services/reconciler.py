@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker.core.errors import ProviderError
@@ -24,6 +24,7 @@ from broker.core.ports import Instance, InstanceState, Provider
 from broker.core.reconcile import LIVE_ROW_STATES, Action, Known, Step, diff
 from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
+from broker.db.locks import try_xact_lock
 from broker.services.migrations import InstanceEvent, MigrationContext, handle_instance_event
 from broker.services.workloads import enqueue_terminate
 
@@ -150,10 +151,7 @@ def reconcile_provider(
     report.listed = len(inventory)
     started = time.perf_counter()
     with database.sessions.begin() as session:
-        locked = session.scalar(
-            select(func.pg_try_advisory_xact_lock(func.hashtext(LOCK_NAMESPACE + provider.name)))
-        )
-        if not locked:
+        if not try_xact_lock(session, LOCK_NAMESPACE + provider.name):
             report.skipped = "another scheduler is reconciling this provider"
             return report
         now = clock()

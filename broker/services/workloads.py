@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from broker.core.lifecycle import CANCELLABLE, FINISHABLE, WorkloadState
@@ -275,12 +276,18 @@ def live_instances(session: Session, workload_id: str) -> list[InstanceRow]:
     )
 
 
-def cancel(session: Session, org_id: str, workload_id: str, now: datetime, reason: str = "") -> WorkloadRow:
-    """Cancel a workload: CANCELLED, pending commands dropped, every live instance terminated."""
+def _locked(session: Session, org_id: str, workload_id: str) -> WorkloadRow:
+    """The workload of ``org_id``, its row locked for this transaction (404 when there is none)."""
     row = get(session, org_id, workload_id)
     if row is None:
         raise WorkloadError(404, "not-found", f"no workload {workload_id!r}")
     session.refresh(row, with_for_update=True)
+    return row
+
+
+def cancel(session: Session, org_id: str, workload_id: str, now: datetime, reason: str = "") -> WorkloadRow:
+    """Cancel a workload: CANCELLED, pending commands dropped, every live instance terminated."""
+    row = _locked(session, org_id, workload_id)
     current = WorkloadState(row.state)
     if current not in CANCELLABLE:
         raise WorkloadError(409, "invalid-state", f"the workload is already {current}")
@@ -315,8 +322,6 @@ def enqueue_terminate(
     session: Session, row: WorkloadRow, instance: InstanceRow, plan_id: str, seq: int, now: datetime
 ) -> int:
     """Queue a terminate of ``instance`` (once: the key is the instance's) and mark it terminating."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
     inserted = session.execute(
         pg_insert(CommandRow)
         .values(
@@ -348,10 +353,7 @@ def finish(
     session: Session, org_id: str, workload_id: str, outcome: WorkloadState, message: str, now: datetime
 ) -> WorkloadRow:
     """The workload's own report that it is done (SUCCEEDED) or gave up (FAILED): release its capacity."""
-    row = get(session, org_id, workload_id)
-    if row is None:
-        raise WorkloadError(404, "not-found", f"no workload {workload_id!r}")
-    session.refresh(row, with_for_update=True)
+    row = _locked(session, org_id, workload_id)
     current = WorkloadState(row.state)
     if current not in FINISHABLE:
         raise WorkloadError(409, "invalid-state", f"only a running workload can finish; it is {current}")
@@ -365,10 +367,7 @@ def finish(
 
 def record_checkpoint(session: Session, org_id: str, workload_id: str, now: datetime) -> WorkloadRow:
     """The workload wrote a checkpoint: a migration waiting for one may cut over now."""
-    row = get(session, org_id, workload_id)
-    if row is None:
-        raise WorkloadError(404, "not-found", f"no workload {workload_id!r}")
-    session.refresh(row, with_for_update=True)
+    row = _locked(session, org_id, workload_id)
     if WorkloadState(row.state).terminal:
         raise WorkloadError(409, "invalid-state", f"the workload is already {row.state}")
     row.history = {**row.history, "last_checkpoint_at": now.isoformat()}

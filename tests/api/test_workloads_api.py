@@ -105,7 +105,7 @@ def test_another_orgs_workload_is_a_404_exactly_like_a_missing_one(
 
 
 def test_idempotency_key_replays_and_rejects_a_different_body(
-    client: TestClient, tenant: Tenant, database: Database
+    client: TestClient, tenant: Tenant, other_tenant: Tenant, database: Database
 ) -> None:
     headers = {**tenant.operator, "Idempotency-Key": "req-42"}
     first = client.post("/v1/workloads", json=BODY, headers=headers)
@@ -116,8 +116,12 @@ def test_idempotency_key_replays_and_rejects_a_different_body(
     assert other.status_code == 409 and other.json()["type"].endswith("/idempotency-key-reused")
     with database.sessions() as session:
         assert len(session.scalars(select(WorkloadRow)).all()) == 1
-    # The same key in another organization is another request.
-    assert client.post("/v1/workloads", json=BODY, headers={**headers}).status_code == 201
+    # The same key in another organization is another request: a new workload, not a replay.
+    theirs = client.post(
+        "/v1/workloads", json=BODY, headers={**other_tenant.operator, "Idempotency-Key": "req-42"}
+    )
+    assert theirs.status_code == 201 and "Idempotent-Replayed" not in theirs.headers
+    assert theirs.json()["id"] != first.json()["id"]
 
 
 def test_cursor_pagination_walks_every_workload_once(client: TestClient, tenant: Tenant) -> None:
@@ -197,6 +201,6 @@ def test_a_project_dollar_limit_refuses_a_workload_whose_cap_could_exceed_it(
     assert create(client, tenant, max_price_per_gpu_hour="3.00")["state"] == "PENDING"  # $96 fits
 
 
-def test_body_size_and_openapi(client: TestClient, tenant: Tenant) -> None:
+def test_openapi_documents_the_workload_routes(client: TestClient, tenant: Tenant) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/workloads" in spec["paths"] and "/v1/workloads/{workload_id}/explain" in spec["paths"]

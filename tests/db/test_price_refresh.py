@@ -13,8 +13,10 @@ from broker.core.types import Availability
 from broker.db.engine import Database
 from broker.db.prices import current_offers
 from broker.jobs.price_refresh import LOCK_NAMESPACE, PriceRefresher
+from broker.jobs.scheduler import Scheduler
 from broker.services.offers import find_offers
 from broker.services.prices import refresh_prices
+from broker.settings import Settings
 from pricing.core import OfferQuery
 from providers.sim import SimFaults, SimulatedCloud
 
@@ -46,7 +48,7 @@ def test_a_failed_refresh_keeps_the_last_good_prices_and_they_go_stale(session: 
 
 def test_the_refresher_skips_a_provider_another_process_is_refreshing(database: Database) -> None:
     cloud = SimulatedCloud(clock=lambda: T0)
-    refresher = PriceRefresher(database, [cloud], interval=60, clock=lambda: T0)
+    refresher = PriceRefresher(database, [cloud], clock=lambda: T0)
     with database.engine.connect() as other:
         held = other.execute(
             select(func.pg_try_advisory_lock(func.hashtext(LOCK_NAMESPACE + "sim")))
@@ -62,18 +64,28 @@ def test_the_refresher_skips_a_provider_another_process_is_refreshing(database: 
 def test_the_refresher_survives_provider_errors(database: Database) -> None:
     cloud = SimulatedCloud(clock=lambda: T0)
     cloud.fail_next("list_offers", Transient("boom", code="500"))
-    refresher = PriceRefresher(database, [cloud], interval=60, clock=lambda: T0)
+    refresher = PriceRefresher(database, [cloud], clock=lambda: T0)
     [outcome] = refresher.refresh_all()
     assert not outcome.ok and outcome.last_good_at is None
 
 
-def test_the_background_refresher_runs_its_first_round_at_once(database: Database) -> None:
+def test_the_scheduler_runs_the_first_price_round_at_once(database: Database) -> None:
     cloud = SimulatedCloud(clock=lambda: T0)
-    refresher = PriceRefresher(database, [cloud], interval=3600, clock=lambda: T0)
-    refresher.start()
+    refresher = PriceRefresher(database, [cloud], clock=lambda: T0)
+    hour = 3600.0
+    settings = Settings(
+        price_refresh_seconds=3600,
+        place_interval_seconds=hour,
+        execute_interval_seconds=hour,
+        reconcile_interval_seconds=hour,
+        migrate_interval_seconds=hour,
+        rollup_interval_seconds=hour,
+    )
+    scheduler = Scheduler(database, [cloud], settings, clock=lambda: T0, refresher=refresher)
+    scheduler.start()
     deadline = time.monotonic() + 10
     while "sim" not in refresher.last and time.monotonic() < deadline:
         time.sleep(0.05)
-    refresher.stop()
+    scheduler.stop()
     assert refresher.last["sim"].ok and refresher.last["sim"].offers == 64
     assert cloud.calls["list_offers"] == 1  # one round, not waiting an hour for the first
