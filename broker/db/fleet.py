@@ -313,9 +313,29 @@ class CostRecord(Base):
     region: Mapped[str] = mapped_column(Text)
     capacity_type: Mapped[str] = mapped_column(Text)
     commitment_id: Mapped[str | None] = mapped_column(Text)
+    accelerator: Mapped[str | None] = mapped_column(Text)
+    instance_type: Mapped[str | None] = mapped_column(Text)
     gpu_hours: Mapped[Decimal] = mapped_column(Numeric)
     usd: Mapped[Decimal] = mapped_column(Numeric)
+    ondemand_usd: Mapped[Decimal | None] = mapped_column(Numeric)  # the on-demand counterfactual
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CostReport(Base):
+    """One organization's nightly cost report for one day (in ``timezone``): numbers, HTML and CSV."""
+
+    __tablename__ = "cost_report"
+
+    org_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("organization.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    timezone: Mapped[str] = mapped_column(Text)
+    generated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    html: Mapped[str] = mapped_column(Text)
+    csv: Mapped[str] = mapped_column(Text)
+    delivery: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
 
 
 class IdempotentRequest(Base):
@@ -345,6 +365,7 @@ __all__ = [
     "CommandRow",
     "CommitmentRow",
     "CostRecord",
+    "CostReport",
     "IdempotentRequest",
     "InstanceRow",
     "Organization",
