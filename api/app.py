@@ -12,12 +12,14 @@ from api import errors, middleware
 from api.auth import KeyCache
 from api.routes import (
     commitments,
+    costs,
     health,
     instances,
     metrics,
     offers,
     projects,
     providers,
+    reports,
     utilization,
     workloads,
 )
@@ -25,8 +27,10 @@ from broker.clock import Clock, utc_now
 from broker.db.engine import Database
 from broker.jobs.price_refresh import PriceRefresher
 from broker.services.offers import DEFAULT_STALE_AFTER
+from broker.services.submissions import SubmissionWriter
 from broker.settings import Settings
 from providers.registry import ProviderEntry
+from web import pages as dashboard
 
 
 def create_app(
@@ -57,6 +61,9 @@ def create_app(
     app.state.key_cache = KeyCache()
     app.state.wake = wake
     app.state.settings = settings or Settings()
+    # Group commit for POST /v1/workloads; its thread starts with the first submission.
+    app.state.submissions = SubmissionWriter(database.sessions)
+    app.router.on_shutdown.append(app.state.submissions.close)
     errors.install(app)
     for module in (
         health,
@@ -68,7 +75,10 @@ def create_app(
         instances,
         commitments,
         utilization,
+        costs,
+        reports,
     ):
         app.include_router(module.router)
+    dashboard.install(app)  # the web dashboard at /: HTML shells over this same API
     middleware.install(app, app.state.settings)  # last: it must be the outermost layer
     return app

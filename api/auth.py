@@ -13,9 +13,11 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiProblem
 from broker.services.tenancy import Principal, Role, authenticate
+from web.session import SESSION_COOKIE
 
 KEY_CACHE_SECONDS = 10.0
 _CACHE_LIMIT = 10_000
@@ -53,6 +55,10 @@ def _presented_key(request: Request) -> str | None:
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
+    if "x-api-key" not in request.headers and request.method in ("GET", "HEAD"):
+        # The dashboard's session cookie (web/session.py), for reads only: a write needs a header,
+        # which another site cannot make a browser send (CSRF).
+        return request.cookies.get(SESSION_COOKIE) or None
     return request.headers.get("x-api-key")
 
 
@@ -62,8 +68,16 @@ def _unauthorized(detail: str) -> ApiProblem:
     )
 
 
-def current_principal(request: Request) -> Principal:
-    """The caller, from its API key; 401 without a valid one."""
+def _lookup(request: Request, presented: str) -> Principal | None:
+    with request.app.state.database.sessions() as session:
+        return authenticate(session, presented)
+
+
+async def current_principal(request: Request) -> Principal:
+    """The caller, from its API key; 401 without a valid one.
+
+    Async on purpose: a cached key is answered on the event loop, without the thread-pool hop a
+    sync dependency costs; only a cache miss goes to a thread for the database."""
     presented = _presented_key(request)
     if not presented:
         raise _unauthorized("send an API key: Authorization: Bearer gpb_...")
@@ -71,8 +85,7 @@ def current_principal(request: Request) -> Principal:
     digest = hashlib.sha256(presented.encode()).hexdigest()
     principal = cache.get(digest)
     if principal is None:
-        with request.app.state.database.sessions() as session:
-            principal = authenticate(session, presented)
+        principal = await run_in_threadpool(_lookup, request, presented)
         if principal is None:
             raise _unauthorized("the API key is unknown or revoked")
         cache.put(digest, principal)
@@ -83,7 +96,7 @@ def current_principal(request: Request) -> Principal:
 def require(role: Role) -> object:
     """A dependency that admits callers whose role covers ``role`` (403 otherwise)."""
 
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.role.covers(role):
             raise ApiProblem(
                 403,

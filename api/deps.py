@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the database session (the one transaction boundary) and the clock."""
+"""FastAPI dependencies: the database session (the one transaction boundary) and the clock.
+
+The ones that do no I/O are ``async def``: FastAPI runs a sync dependency in a thread pool, and
+that hop costs more than the dependency itself."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from sqlalchemy.orm import Session
 from broker.db.engine import Database
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database  # type: ignore[no-any-return]
 
 
@@ -22,7 +25,7 @@ def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterato
         yield session
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     return request.app.state.clock()  # type: ignore[no-any-return]
 
 

@@ -569,6 +569,61 @@ def simulate(
         _err.print("some reproduced baselines are more than 5% off the published figures", highlight=False)
 
 
+@app.command()
+def report(
+    day: Annotated[
+        str, typer.Option("--date", help="The day to report, YYYY-MM-DD (in GPUBROKER_REPORT_TIMEZONE)")
+    ],
+    org: Annotated[
+        str | None, typer.Option("--org", help="Organization name or id [default: every one]")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report-<org>-<date>.html and .csv")] = Path(),
+    deliver: Annotated[
+        bool, typer.Option("--deliver", help="Also mail / post it, when delivery is set up")
+    ] = False,
+) -> None:
+    """Build (or rebuild) one day's cost report, store it, and write it as HTML and CSV."""
+    from datetime import date as date_type
+
+    from broker.reports.build import UnknownOrganization, find_org_id
+    from broker.reports.job import run_nightly_reports
+
+    try:
+        wanted = date_type.fromisoformat(day)
+    except ValueError:
+        raise _fail(f"--date {day!r} is not a date (YYYY-MM-DD)", code=2) from None
+    settings = _settings()
+    with _database(settings) as database:
+        org_ids = None
+        if org is not None:
+            try:
+                with database.sessions.begin() as session:
+                    org_ids = [find_org_id(session, org)]
+            except UnknownOrganization as exc:
+                raise _fail(str(exc)) from None
+        # One organization's failure (a day that has not started yet, say) is in run.failed.
+        run = run_nightly_reports(
+            database, utc_now(), settings, day=wanted, org_ids=org_ids, force=True, send=deliver
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for org_id, stored in run.built.items():
+        name = stored.report.org_name
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or org_id
+        for suffix, text in (("html", stored.html), ("csv", stored.csv)):
+            path = out / f"report-{safe}-{wanted.isoformat()}.{suffix}"
+            path.write_text(text, encoding="utf-8")
+            _err.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        _out.print(
+            f"{name} {wanted.isoformat()}: {stored.data['totals']['spend_usd']} USD spent", highlight=False
+        )
+        for channel, outcome in run.delivery.get(org_id, {}).items():
+            _err.print(f"{channel}: {outcome['status']}", highlight=False)
+    for org_id, error in run.failed.items():
+        _err.print(f"[red]error:[/red] {org_id}: {error}", highlight=False)
+    if run.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

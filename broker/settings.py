@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -72,6 +74,50 @@ class Settings(BaseSettings):
     rollup_interval_seconds: float = Field(
         default=300.0, gt=0, description="How often instance usage is rolled up into cost records."
     )
+    # --- nightly cost reports (docs/reports.md) ------------------------------------------------
+    report_time: str = Field(
+        default="01:00",
+        description="Local time (HH:MM, in report_timezone) the nightly cost reports are built.",
+    )
+    report_timezone: str = Field(
+        default="UTC", description="IANA time zone whose calendar day a report covers, e.g. Europe/Berlin."
+    )
+    report_anomaly_pct: Decimal = Field(
+        default=Decimal(25), ge=0, description="Spend up more than this % on the day before is an anomaly."
+    )
+    report_top_workloads: int = Field(default=10, ge=1, le=100, description="Workloads listed by cost.")
+    smtp_host: str | None = Field(
+        default=None, description="Mail reports through this SMTP server (off when unset)."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port.")
+    smtp_user: str | None = Field(default=None, description="SMTP user name (no login when unset).")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_starttls: bool = Field(default=True, description="Require STARTTLS before sending (and logging in).")
+    smtp_from: str = Field(default="gpubroker@localhost", description="The reports' From address.")
+    smtp_to: str | None = Field(default=None, description="Comma-separated addresses that receive reports.")
+    report_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Slack-compatible incoming-webhook URL for report summaries (off when unset).",
+    )
+
+    @field_validator("report_time", mode="after")
+    @classmethod
+    def _check_report_time(cls, value: str) -> str:
+        hour, sep, minute = value.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60):
+            raise ValueError("report_time must be HH:MM, e.g. 01:00")
+        return f"{int(hour):02d}:{int(minute):02d}"
+
+    @field_validator("report_timezone", mode="after")
+    @classmethod
+    def _check_report_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, e.g. 'America'
+            raise ValueError(
+                f"report_timezone {value!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)"
+            ) from None
+        return value
 
     @field_validator("log_format", mode="after")
     @classmethod

@@ -6,7 +6,7 @@ placement engine builds on the same habit: filter, then score, keep the reasons)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -120,6 +120,29 @@ def cheapest(offers: Iterable[Offer], query: OfferQuery) -> list[Offer]:
     """The offers that answer ``query``, cheapest per GPU-hour first, at most ``query.limit``."""
     matching = sorted((o for o in offers if rejection(o, query) is None), key=ranking_key)
     return matching if query.limit is None else matching[: query.limit]
+
+
+def ranked(offers: Iterable[Offer]) -> tuple[Offer, ...]:
+    """``offers`` in ``cheapest``'s order, sorted once to answer many queries with ``cheapest_ranked``."""
+    return tuple(sorted(offers, key=ranking_key))
+
+
+def cheapest_ranked(offers: Sequence[Offer], query: OfferQuery) -> list[Offer]:
+    """``cheapest(offers, query)`` for offers already in ranking order (``ranked``), without sorting.
+
+    Filtering a stably sorted list keeps its order, so this walks it and stops at ``query.limit``,
+    or at the first offer dearer per GPU-hour than the price limit (every later one is dearer)."""
+    limit = query.limit
+    cap = query.max_price_per_gpu_hour
+    found: list[Offer] = []
+    for offer in offers:
+        if limit is not None and len(found) >= limit:
+            break
+        if cap is not None and offer.price_per_gpu_hour > cap:
+            break
+        if rejection(offer, query) is None:
+            found.append(offer)
+    return found
 
 
 def price_age(observed_at: datetime, now: datetime) -> timedelta:

@@ -3,11 +3,12 @@ offer's price over time."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import require
@@ -15,11 +16,24 @@ from api.deps import NowDep, SessionDep
 from api.errors import ApiProblem
 from api.schemas import OfferList, OfferOut
 from broker.core.types import CapacityType
-from broker.services.offers import find_offers, offer_history
+from broker.services.offers import CurrentOfferCache, find_offers, offer_history
 from broker.services.tenancy import Role
 from pricing.core import OfferQuery
 
 router = APIRouter(prefix="/v1", dependencies=[require(Role.VIEWER)], tags=["offers"])
+
+_cache_created = threading.Lock()
+
+
+def offer_cache(app: FastAPI) -> CurrentOfferCache:
+    """The app's cache of decoded current offers: one per app, as an app serves one database."""
+    cache = getattr(app.state, "offer_cache", None)
+    if cache is None:
+        with _cache_created:
+            cache = getattr(app.state, "offer_cache", None)
+            if cache is None:
+                cache = app.state.offer_cache = CurrentOfferCache()
+    return cache
 
 
 @router.get("/offers", response_model=OfferList, summary="Cheapest current offers, per GPU-hour")
@@ -36,7 +50,7 @@ def list_offers(
     capacity: Annotated[CapacityType | None, Query(description="on-demand, spot or reserved")] = None,
     max_price: Annotated[Decimal | None, Query(ge=0, le=10_000, description="Max $ per GPU-hour")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> OfferList:
+) -> Response:
     clouds = (
         frozenset(c.strip().lower() for part in cloud for c in part.split(",") if c.strip())
         if cloud
@@ -51,8 +65,12 @@ def list_offers(
         max_price_per_gpu_hour=max_price,
         limit=limit,
     )
-    quotes = find_offers(session, query, now, request.app.state.stale_after)
-    return OfferList(offers=[OfferOut.from_quote(q) for q in quotes], count=len(quotes), generated_at=now)
+    quotes = find_offers(session, query, now, request.app.state.stale_after, offer_cache(request.app))
+    answer = OfferList(offers=[OfferOut.from_quote(q) for q in quotes], count=len(quotes), generated_at=now)
+    # Rendered here: the models above are already validated, and FastAPI's response_model pass
+    # (dump, validate again, encode) cost more CPU than the whole cached look-up. response_model
+    # still documents the shape.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 class PricePointOut(BaseModel):

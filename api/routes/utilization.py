@@ -12,8 +12,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from api.auth import Operator, Viewer
 from api.deps import NowDep, SessionDep
 from api.errors import ApiProblem, not_found
+from broker.db.fleet import InstanceRow
 from broker.services.utilization import (
+    MAX_BUCKET_SECONDS,
+    MAX_IDLE_MINUTES,
     MAX_SAMPLES_PER_BATCH,
+    MIN_BUCKET_SECONDS,
     GroupBy,
     InvalidRange,
     InvalidSamples,
@@ -21,6 +25,8 @@ from broker.services.utilization import (
     UnknownInstances,
     UnknownProject,
     UtilizationSummary,
+    idle_instances,
+    instance_history,
     record_samples,
     summarize,
 )
@@ -179,3 +185,159 @@ def get_summary(
     except UnknownProject as exc:
         raise not_found("project", exc.name_or_id) from None
     return UtilizationSummaryOut.of(summary)
+
+
+class InstanceRef(BaseModel):
+    """A running instance: where it runs, how many GPUs, what it costs."""
+
+    id: str
+    provider: str
+    region: str
+    capacity_type: str
+    commitment_id: str | None
+    gpus: int
+    price_per_hour: Decimal = Field(description="USD per hour for the whole instance")
+
+    @classmethod
+    def of(cls, row: InstanceRow) -> InstanceRef:
+        return cls(
+            id=row.id,
+            provider=row.provider,
+            region=row.region,
+            capacity_type=row.capacity_type,
+            commitment_id=row.commitment_id,
+            gpus=row.gpus,
+            price_per_hour=row.price_per_hour,
+        )
+
+
+class BucketOut(BaseModel):
+    at: datetime = Field(description="The bucket's start (inclusive); it ends bucket_seconds later or at end")
+    gpu_util_pct: Decimal | None = Field(description="Mean of all the instance's GPU samples; null: none")
+    samples: int
+
+
+class InstanceSeriesOut(InstanceRef):
+    buckets: list[BucketOut] = Field(description="Every bucket of [start, end), oldest first")
+
+
+class InstanceHistoryOut(BaseModel):
+    start: datetime
+    end: datetime
+    bucket_seconds: int
+    items: list[InstanceSeriesOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for more running instances")
+
+
+class IdleInstanceOut(InstanceRef):
+    samples: int = Field(description="Samples in the window, over all the instance's GPUs")
+    max_gpu_util_pct: Decimal
+    avg_gpu_util_pct: Decimal
+    idle_since: datetime = Field(
+        description="Its first sample after its last one at or above the threshold (looking back 7 days)"
+    )
+
+
+class IdleOut(BaseModel):
+    threshold_pct: Decimal
+    minutes: int
+    window_start: datetime = Field(description="Exclusive")
+    at: datetime = Field(description="The window's end (inclusive): the server's now")
+    idle_gpus: int
+    idle_cost_per_hour: Decimal = Field(description="USD per hour of the idle instances together")
+    items: list[IdleInstanceOut] = Field(description="Idle instances, idle longest first")
+    busy_instances: int = Field(description="Running instances with a sample at or above the threshold")
+    no_recent_samples: list[InstanceRef] = Field(
+        description="Running, with no sample in the window: not called idle (no agent, or it stopped)"
+    )
+
+
+@router.get(
+    "/instances",
+    response_model=InstanceHistoryOut,
+    summary="GPU utilization of each running instance over time, in buckets",
+)
+def get_instance_history(
+    principal: Viewer,
+    session: SessionDep,
+    now: NowDep,
+    start: Annotated[AwareDatetime | None, Query(description="Inclusive; default: end - 1 hour")] = None,
+    end: Annotated[AwareDatetime | None, Query(description="Exclusive; default: now")] = None,
+    bucket_seconds: Annotated[int, Query(ge=MIN_BUCKET_SECONDS, le=MAX_BUCKET_SECONDS)] = 300,
+    limit: Annotated[int, Query(ge=1, le=500, description="Instances per page")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=128, description="`next_cursor` of the previous page")
+    ] = None,
+) -> InstanceHistoryOut:
+    """Per running instance (ordered by id), the mean GPU utilization of its samples in each
+    ``bucket_seconds`` of ``[start, end)``; at most 500 buckets. Another organization's instances
+    never appear."""
+    try:
+        history = instance_history(
+            session,
+            principal.org_id,
+            now,
+            start=start,
+            end=end,
+            bucket_seconds=bucket_seconds,
+            limit=limit,
+            cursor=cursor,
+        )
+    except InvalidRange as exc:
+        raise _invalid([{"field": "bucket_seconds", "message": str(exc)}]) from None
+    return InstanceHistoryOut(
+        start=history.start,
+        end=history.end,
+        bucket_seconds=history.bucket_seconds,
+        items=[
+            InstanceSeriesOut(
+                **InstanceRef.of(series.instance).model_dump(),
+                buckets=[
+                    BucketOut(at=b.at, gpu_util_pct=b.gpu_util_pct, samples=b.samples) for b in series.buckets
+                ],
+            )
+            for series in history.instances
+        ],
+        next_cursor=history.next_cursor,
+    )
+
+
+@router.get("/idle", response_model=IdleOut, summary="Running instances whose GPUs sit idle")
+def get_idle(
+    principal: Viewer,
+    session: SessionDep,
+    now: NowDep,
+    threshold_pct: Annotated[
+        Decimal, Query(gt=0, le=100, description="Idle means every sample is below this GPU utilization")
+    ] = Decimal(10),
+    minutes: Annotated[
+        int, Query(ge=1, le=MAX_IDLE_MINUTES, description="For at least this long (up to now)")
+    ] = 30,
+) -> IdleOut:
+    """Running instances whose every GPU sample in the last ``minutes`` is below ``threshold_pct``,
+    with their cost per hour and since when they have been idle. An instance that reported nothing
+    in that window is listed under ``no_recent_samples``, not as idle."""
+    try:
+        report = idle_instances(session, principal.org_id, now, threshold_pct=threshold_pct, minutes=minutes)
+    except InvalidRange as exc:
+        raise _invalid([{"field": "threshold_pct", "message": str(exc)}]) from None
+    return IdleOut(
+        threshold_pct=report.threshold_pct,
+        minutes=report.minutes,
+        window_start=report.window_start,
+        at=report.at,
+        idle_gpus=sum(i.instance.gpus for i in report.idle),
+        idle_cost_per_hour=sum((i.instance.price_per_hour for i in report.idle), Decimal(0)),
+        items=[
+            IdleInstanceOut(
+                **InstanceRef.of(i.instance).model_dump(),
+                samples=i.samples,
+                max_gpu_util_pct=i.max_gpu_util_pct,
+                avg_gpu_util_pct=i.avg_gpu_util_pct,
+                idle_since=i.idle_since,
+            )
+            for i in report.idle
+        ],
+        busy_instances=report.busy,
+        no_recent_samples=[InstanceRef.of(r) for r in report.no_recent_samples],
+    )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Operator, Viewer
 from api.deps import NowDep, SessionDep
 from api.errors import ApiProblem, not_found
+from api.idempotency import HEADER as IDEMPOTENCY_HEADER
 from api.idempotency import idempotent
 from broker.core.lifecycle import WorkloadState
 from broker.core.placement.decision import PlacementDecision
@@ -21,7 +24,8 @@ from broker.services import workloads as service
 from broker.services.budgets import BudgetExceeded
 from broker.services.lifecycle import Topic
 from broker.services.placement import explain_workload
-from broker.services.tenancy import find_project
+from broker.services.submissions import Submission, SubmissionWriter, precheck
+from broker.services.tenancy import Principal, find_project
 
 router = APIRouter(prefix="/v1", tags=["workloads"])
 
@@ -280,27 +284,50 @@ def _wake(request: Request, topic: str) -> None:
         wake(topic)
 
 
+def _budget_problem(exc: BudgetExceeded) -> ApiProblem:
+    return ApiProblem(409, f"{exc.limit_kind}-limit-exceeded", "Project limit exceeded", str(exc))
+
+
+def _create_alone(request: Request, body: WorkloadIn, principal: Principal, now: datetime) -> Response:
+    """One submission in its own transaction: the path for requests with an ``Idempotency-Key``
+    (they must wait on each other's key row) and for apps without a submission writer."""
+    with request.app.state.database.sessions.begin() as session:
+
+        def work() -> WorkloadOut:
+            try:
+                row = service.submit(session, principal.org_id, body.to_spec(), now)
+            except service.WorkloadError as exc:
+                raise _problem(exc) from None
+            except BudgetExceeded as exc:
+                raise _budget_problem(exc) from None
+            return WorkloadOut.of(row, body.project)
+
+        return idempotent(request, session, principal, body, now, work)
+
+
 @router.post(
     "/workloads",
     status_code=201,
     response_model=WorkloadOut,
     summary="Submit a workload: GPUs to provision (and optionally a container to run on them)",
 )
-def create_workload(
-    body: WorkloadIn, request: Request, session: SessionDep, principal: Operator, now: NowDep
-) -> Any:
-    def work() -> WorkloadOut:
+async def create_workload(body: WorkloadIn, request: Request, principal: Operator, now: NowDep) -> Any:
+    # Without an Idempotency-Key the submission joins the group commit (broker/services/submissions.py):
+    # concurrent requests share one transaction, and the 201 is sent after it commits.
+    writer: SubmissionWriter | None = request.app.state.submissions
+    if writer is None or request.headers.get(IDEMPOTENCY_HEADER) is not None:
+        response = await run_in_threadpool(_create_alone, request, body, principal, now)
+    else:
+        spec = body.to_spec()
         try:
-            row = service.submit(session, principal.org_id, body.to_spec(), now)
+            precheck(spec, now)
+            submitted = await asyncio.wrap_future(writer.submit(Submission(principal.org_id, spec, now)))
         except service.WorkloadError as exc:
             raise _problem(exc) from None
         except BudgetExceeded as exc:
-            raise ApiProblem(
-                409, f"{exc.limit_kind}-limit-exceeded", "Project limit exceeded", str(exc)
-            ) from None
-        return WorkloadOut.of(row, body.project)
-
-    response = idempotent(request, session, principal, body, now, work)
+            raise _budget_problem(exc) from None
+        out = WorkloadOut.of(submitted.row, submitted.project_name)
+        response = Response(out.model_dump_json(), status_code=201, media_type="application/json")
     _wake(request, Topic.PLACE)
     return response
 

@@ -14,7 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, func, insert, select, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from broker.core.types import Availability, CapacityType, Offer
@@ -167,6 +168,50 @@ def current_offers(session: Session, accelerator: str | None = None) -> list[Off
     if accelerator is not None:
         query = query.where(func.lower(OfferPrice.accelerator) == accelerator.lower())
     return [_to_offer(row) for row in session.execute(query)]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class CurrentSnapshot:
+    """The snapshot that is a cloud's current price list. Its offer rows never change once stored
+    (prices are versioned facts), so the pair identifies what ``current_offers`` returns for it;
+    the content hash guards against a reused id (a database reset under a long-lived process)."""
+
+    cloud: str
+    snapshot_id: int
+    content_sha256: str
+
+
+# Built once: this runs on every cached offer look-up, and building the statement cost more CPU
+# than PostgreSQL spends answering it. The same choice as _current_snapshot_per_cloud, with
+# DISTINCT ON instead of a window.
+_CURRENT_SNAPSHOTS = (
+    select(PriceSnapshotCloud.cloud, PriceSnapshotCloud.snapshot_id, PriceSnapshot.content_sha256)
+    .join(PriceSnapshot, PriceSnapshot.id == PriceSnapshotCloud.snapshot_id)
+    .ext(distinct_on(PriceSnapshotCloud.cloud))
+    .order_by(PriceSnapshotCloud.cloud, PriceSnapshot.observed_at.desc(), PriceSnapshot.id.desc())
+)
+
+
+def current_snapshots(session: Session) -> tuple[CurrentSnapshot, ...]:
+    """Each cloud's current snapshot, by cloud: one small query, the key of an offer cache."""
+    rows = session.execute(_CURRENT_SNAPSHOTS).all()
+    return tuple(CurrentSnapshot(cloud, snapshot_id, sha) for cloud, snapshot_id, sha in rows)
+
+
+def snapshot_offers(
+    session: Session, snapshots: Iterable[CurrentSnapshot]
+) -> dict[CurrentSnapshot, list[Offer]]:
+    """Every offer each of ``snapshots`` stored for its cloud, in one query (index on snapshot, cloud)."""
+    wanted = {(s.snapshot_id, s.cloud): s for s in snapshots}
+    found: dict[CurrentSnapshot, list[Offer]] = {s: [] for s in wanted.values()}
+    if not wanted:
+        return found
+    query = select(*OfferPrice.__table__.c).where(
+        tuple_(OfferPrice.snapshot_id, OfferPrice.cloud).in_(list(wanted))
+    )
+    for row in session.execute(query):
+        found[wanted[(row.snapshot_id, row.cloud)]].append(_to_offer(row))
+    return found
 
 
 def last_observed_at(session: Session, cloud: str) -> datetime | None:

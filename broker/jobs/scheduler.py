@@ -6,7 +6,8 @@ several replicas at once (``SKIP LOCKED`` claims or an advisory lock). Jobs run 
 also woken at once:
 
 * by ``NOTIFY gpubroker_wake`` (sent in the transaction that created the work: a workload
-  submitted, a plan written, a preemption notice posted through the API on any replica);
+  submitted, a plan written, a preemption notice posted through the API on any replica, the
+  preemptions and losses a reconcile marked, which the migrate job decides after it commits);
 * by the simulated cloud's event stream (a preemption notice or a preemption in the sim), which
   is handed straight to the workload-migration service, so a notice reaches the migration engine
   in well under a second instead of waiting for the next reconcile.
@@ -23,16 +24,24 @@ from typing import Any
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from broker.clock import Clock, utc_now
 from broker.core.ports import Provider
 from broker.db.engine import Database
 from broker.db.locks import try_xact_lock
 from broker.jobs.price_refresh import PriceRefresher
+from broker.reports.job import ReportRun, report_time, run_nightly_reports
 from broker.services.accounting import rollup
 from broker.services.executor import Executor
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
-from broker.services.migrations import InstanceEvent, MigrationContext, handle_instance_event, rebalance
+from broker.services.migrations import (
+    InstanceEvent,
+    MigrationContext,
+    handle_all_losses,
+    handle_instance_event,
+    rebalance,
+)
 from broker.services.placement import place_pending
 from broker.services.reconciler import ReconcileReport, reconcile_provider
 from broker.settings import Settings
@@ -83,6 +92,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._listener: threading.Thread | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self._woken: set[str] = set()  # jobs woken since they last started (see _guarded)
 
     # --- the jobs -------------------------------------------------------------------------------
     def run_place(self) -> Any:
@@ -104,7 +114,16 @@ class Scheduler:
             reports.append(reconcile_provider(self.database, provider, self.clock, list(self.providers)))
         return reports
 
+    def run_losses(self) -> int:
+        """Decide for the workloads whose instances the reconciler found preempted or lost (queued)."""
+        ctx = MigrationContext(list(self.providers), self.clock(), stale_after=self.stale_after)
+        handled = handle_all_losses(self.database, ctx)
+        if handled:
+            self.wake(Topic.EXECUTE)
+        return handled
+
     def run_rebalance(self) -> int:
+        self.run_losses()  # the migrate job's first duty; the reconciler wakes it with a NOTIFY
         with self.database.sessions.begin() as session:
             if not try_xact_lock(session, LOCK_REBALANCE):
                 return 0
@@ -126,6 +145,10 @@ class Scheduler:
                 _log.info("prices from %s: %d offers", outcome.provider, outcome.offers)
         return outcomes
 
+    def run_reports(self) -> ReportRun:
+        """Yesterday's cost report for every organization not yet reported (docs/reports.md)."""
+        return run_nightly_reports(self.database, self.clock(), self.settings)
+
     def on_instance_event(self, event: InstanceEvent) -> None:
         """A provider told us about one of our instances: hand it to the migration service now."""
         with self.database.sessions.begin() as session:
@@ -136,12 +159,19 @@ class Scheduler:
     # --- timers and wake-ups -------------------------------------------------------------------
     def _guarded(self, name: str, job: Callable[[], Any]) -> Callable[[], None]:
         def run() -> None:
-            try:
-                self.stats.last[name] = job()
-                self.stats.runs[name] = self.stats.runs.get(name, 0) + 1
-            except Exception:  # a job must outlive one bad round (a database blip, say)
-                self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
-                _log.exception("scheduler job %s failed", name)
+            # APScheduler drops a wake-up that lands while the job runs (one instance at a time),
+            # so ``wake`` also leaves a mark, and the job runs once more if one came in meanwhile.
+            self._woken.discard(name)
+            while True:
+                try:
+                    self.stats.last[name] = job()
+                    self.stats.runs[name] = self.stats.runs.get(name, 0) + 1
+                except Exception:  # a job must outlive one bad round (a database blip, say)
+                    self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+                    _log.exception("scheduler job %s failed", name)
+                if name not in self._woken or self._stop.is_set():
+                    return
+                self._woken.discard(name)
 
         return run
 
@@ -161,6 +191,15 @@ class Scheduler:
             scheduler.add_job(
                 self._guarded(name, job), "interval", seconds=seconds, id=name, next_run_time=utc_now()
             )
+        # Nightly cost reports at report_time in report_timezone, and once at start to catch up on a
+        # day missed while no scheduler ran (organizations already reported are skipped).
+        at = report_time(settings)
+        scheduler.add_job(
+            self._guarded("reports", self.run_reports),
+            CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.report_timezone),
+            id="reports",
+            next_run_time=utc_now(),
+        )
         scheduler.start()
         self._scheduler = scheduler
         self._listener = threading.Thread(target=self._listen, name="scheduler-listen", daemon=True)
@@ -175,6 +214,7 @@ class Scheduler:
             return
         job = scheduler.get_job(topic)
         if job is not None:
+            self._woken.add(topic)
             job.modify(next_run_time=utc_now())
 
     def _subscribe(self, provider: Provider) -> None:

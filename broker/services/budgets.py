@@ -113,22 +113,9 @@ def project_usage(session: Session, project_id: str, now: datetime) -> ProjectUs
     return ProjectUsage(gpus_in_use(session, project_id), spent_this_month(session, project_id, now))
 
 
-def check_admission(
-    session: Session, project: Project, gpus: int, worst_case_usd: Decimal | None, now: datetime
-) -> ProjectUsage | None:
-    """Admit ``gpus`` more GPUs (and at most ``worst_case_usd`` more spend) into ``project``, or raise
-    :class:`BudgetExceeded`.
-
-    Refused when GPUs in use + ``gpus`` > ``max_gpus``; when this month's spend has reached
-    ``max_usd_per_month``; or when spend + ``worst_case_usd`` would pass it. With a limit set the
-    project row is locked first (``FOR UPDATE``, its limits re-read), so concurrent admissions
-    see each other's workloads: call this before inserting the workload, in the same transaction.
-    Returns the usage the decision was made on, or None for a project without limits (nothing is
-    counted then: on the submission path that is a third of the work)."""
-    if project.max_gpus is None and project.max_usd_per_month is None:
-        return None
-    session.refresh(project, with_for_update=True)
-    usage = project_usage(session, project.id, now)
+def judge_admission(project: Project, usage: ProjectUsage, gpus: int, worst_case_usd: Decimal | None) -> None:
+    """Raise :class:`BudgetExceeded` when admitting ``gpus`` more GPUs (and up to ``worst_case_usd``
+    more spend) on top of ``usage`` would break one of ``project``'s limits (pure)."""
     if project.max_gpus is not None and usage.gpus_in_use + gpus > project.max_gpus:
         raise BudgetExceeded(
             f"project {project.name!r} allows {project.max_gpus} GPUs at once; "
@@ -149,6 +136,25 @@ def check_admission(
                 f"monthly budget; this may cost up to ${worst_case_usd}",
                 "usd",
             )
+
+
+def check_admission(
+    session: Session, project: Project, gpus: int, worst_case_usd: Decimal | None, now: datetime
+) -> ProjectUsage | None:
+    """Admit ``gpus`` more GPUs (and at most ``worst_case_usd`` more spend) into ``project``, or raise
+    :class:`BudgetExceeded`.
+
+    Refused when GPUs in use + ``gpus`` > ``max_gpus``; when this month's spend has reached
+    ``max_usd_per_month``; or when spend + ``worst_case_usd`` would pass it. With a limit set the
+    project row is locked first (``FOR UPDATE``, its limits re-read), so concurrent admissions
+    see each other's workloads: call this before inserting the workload, in the same transaction.
+    Returns the usage the decision was made on, or None for a project without limits (nothing is
+    counted then: on the submission path that is a third of the work)."""
+    if project.max_gpus is None and project.max_usd_per_month is None:
+        return None
+    session.refresh(project, with_for_update=True)
+    usage = project_usage(session, project.id, now)
+    judge_admission(project, usage, gpus, worst_case_usd)
     return usage
 
 
@@ -259,6 +265,7 @@ __all__ = [
     "create_project",
     "get_project",
     "gpus_in_use",
+    "judge_admission",
     "list_projects",
     "month_start",
     "project_usage",

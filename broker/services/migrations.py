@@ -11,13 +11,13 @@ transaction; the executor then launches, waits for a checkpoint, cuts over and t
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.core.commands import CutOver, Launch, Terminate, WaitForCheckpoint
@@ -36,7 +36,8 @@ from broker.core.migration.model import (
 )
 from broker.core.placement import explain
 from broker.core.types import CapacityType
-from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
+from broker.db.engine import Database
+from broker.db.fleet import CommandRow, InstanceRow, WorkloadEvent, WorkloadRow
 from broker.services.commitments import commitment_reservations
 from broker.services.lifecycle import Topic, record_event, transition, wake
 from broker.services.placement import build_snapshot, load_offers, without, write_launch_plan
@@ -348,19 +349,143 @@ def handle_instance_event(session: Session, event: InstanceEvent, ctx: Migration
         return None  # already moving away
     if state is not WorkloadState.RUNNING:
         return None
+    return _decide(session, row, instance.id, event, ctx)
+
+
+def _decide(
+    session: Session, row: WorkloadRow, instance_id: str, event: InstanceEvent, ctx: MigrationContext
+) -> Decision | None:
+    """Ask the engine what a RUNNING workload does about ``event`` on its serving ``instance_id``, and
+    commit the answer: a migration plan, or (the instance being gone and nowhere to go) a new placement."""
+    now = ctx.now
     running = running_workload(session, row, now)
     if running is None:
-        _lose(session, row, now, f"{instance.id} {event.kind}")
+        _lose(session, row, now, f"{instance_id} {event.kind}")
         return None
     engine_event: MigrationEvent
     if event.kind == "preemption-notice":
-        engine_event = PreemptionNotice(instance.id, event.at, event.reclaim_at or event.at)
+        engine_event = PreemptionNotice(instance_id, event.at, event.reclaim_at or event.at)
     else:
-        engine_event = Preempted(instance.id, event.at)
+        engine_event = Preempted(instance_id, event.at)
     decision = decide(engine_event, running, replacements(session, row, running, ctx), ctx.policy, now)
     if not apply(session, row, running, decision, now) and event.kind != "preemption-notice":
-        _lose(session, row, now, f"{instance.id} {event.kind} and {decision.reason}")
+        _lose(session, row, now, f"{instance_id} {event.kind} and {decision.reason}")
     return decision
+
+
+_ENDED_BY_PROVIDER = ("preempted", "lost")
+_LIVE_INSTANCE_STATES = ("requested", "pending", "running", "terminating")
+
+
+def record_losses(session: Session, losses: Mapping[str, str], at: datetime, now: datetime) -> int:
+    """Record many preemptions and losses (instance id → "preempted" | "lost") in a few statements,
+    and queue the engine's decisions for the migrate job (``handle_losses``); returns how many
+    workloads now wait for one.
+
+    What ``handle_instance_event`` records for one instance, in bulk: the instance ends, its
+    workload gets an event and, when the instance was serving, ``lost_at``. The decision itself
+    (replacement offers, the engine, a launch plan: ~25 ms a workload) runs in the migrate job,
+    outside the caller's transaction: a reconcile of 10,000 instances with 100 preempted would
+    otherwise hold its lock for seconds. The queue is the rows themselves (a RUNNING workload with
+    a serving instance that ended), so a crash between the two loses nothing; the NOTIFY wakes the
+    migrate job on every scheduler at commit."""
+    ended: list[Any] = []
+    for kind in _ENDED_BY_PROVIDER:
+        ids = [instance_id for instance_id, k in losses.items() if k == kind]
+        if not ids:
+            continue
+        ended += session.execute(
+            update(InstanceRow)
+            .where(InstanceRow.id.in_(ids), InstanceRow.state.in_(_LIVE_INSTANCE_STATES))
+            .values(state=kind, ended_at=at, state_reason=kind, updated_at=now)
+            .returning(
+                InstanceRow.id,
+                InstanceRow.workload_id,
+                InstanceRow.org_id,
+                InstanceRow.provider,
+                InstanceRow.zone,
+                InstanceRow.region,
+                InstanceRow.serving,
+                InstanceRow.state,
+            )
+            .execution_options(synchronize_session=False)
+        ).all()
+    if not ended:
+        return 0
+    session.execute(
+        insert(WorkloadEvent),
+        [
+            {
+                "workload_id": r.workload_id,
+                "org_id": r.org_id,
+                "at": now,
+                "kind": "preempted",
+                "message": f"{r.id} on {r.provider}/{r.zone or r.region}: {r.state}",
+                "data": {"instance_id": r.id},
+            }
+            for r in ended
+        ],
+    )
+    serving = sorted({r.workload_id for r in ended if r.serving})
+    if not serving:
+        return 0
+    session.execute(
+        update(WorkloadRow)
+        .where(WorkloadRow.id.in_(serving))
+        .values(history=WorkloadRow.history.op("||")(func.jsonb_build_object("lost_at", at.isoformat())))
+        .execution_options(synchronize_session=False)
+    )
+    wake(session, Topic.MIGRATE)
+    return len(serving)
+
+
+LOSS_BATCH = 10
+_MAX_LOSS_ROUNDS = 1000  # a bound, should a workload ever stay RUNNING after its decision
+
+
+def handle_all_losses(database: Database, ctx: MigrationContext, batch: int = LOSS_BATCH) -> int:
+    """Work the queue ``record_losses`` left, ``batch`` workloads per transaction, until it is empty;
+    returns how many were handled. Small batches commit the first plans (and wake the executor)
+    after a fraction of a second instead of after the whole queue, and keep each transaction's
+    identity map small (every transition's UPDATE is checked against it)."""
+    handled = 0
+    for _ in range(_MAX_LOSS_ROUNDS):
+        with database.sessions.begin() as session:
+            done = handle_losses(session, ctx, limit=batch)
+        handled += done
+        if done < batch:  # each handled workload leaves RUNNING, so the queue shrinks every round
+            break
+    return handled
+
+
+def handle_losses(session: Session, ctx: MigrationContext, limit: int = LOSS_BATCH) -> int:
+    """The migrate job's half of ``record_losses``: for each RUNNING workload whose serving instance
+    ended, ask the engine (as ``handle_instance_event`` would have) and commit its plan; returns how
+    many were handled. Rows another scheduler holds are skipped (it is handling them)."""
+    ended = select(InstanceRow.workload_id).where(
+        InstanceRow.serving.is_(True), InstanceRow.state.in_(_ENDED_BY_PROVIDER)
+    )
+    rows = session.scalars(
+        select(WorkloadRow)
+        .where(WorkloadRow.state == WorkloadState.RUNNING.value, WorkloadRow.id.in_(ended))
+        .order_by(WorkloadRow.updated_at, WorkloadRow.id)
+        .with_for_update(skip_locked=True)
+        .limit(limit)
+    ).all()
+    for row in rows:
+        instance = session.scalars(
+            select(InstanceRow)
+            .where(
+                InstanceRow.workload_id == row.id,
+                InstanceRow.serving.is_(True),
+                InstanceRow.state.in_(_ENDED_BY_PROVIDER),
+            )
+            .order_by(InstanceRow.node_index)
+            .limit(1)
+        ).one()
+        event = InstanceEvent(instance.id, instance.state, instance.ended_at or ctx.now)
+        _decide(session, row, instance.id, event, ctx)
+    return len(rows)
 
 
 def replan_after_refusal(
@@ -416,8 +541,11 @@ __all__ = [
     "InstanceEvent",
     "MigrationContext",
     "apply",
+    "handle_all_losses",
     "handle_instance_event",
+    "handle_losses",
     "rebalance",
+    "record_losses",
     "replacements",
     "replan_after_refusal",
     "running_workload",

@@ -2,8 +2,9 @@
 on the difference (does I/O).
 
 The diff itself is pure (``broker.core.reconcile``); this module loads our rows for one provider
-in one query, applies the steps in bulk, hands notices, preemptions and losses to the workload-
-migration service, and terminates orphans — instances the provider has, tagged as ours, that
+in one query, applies the steps in bulk, hands notices to the workload-migration service, marks
+preemptions and losses in bulk and queues their migration decisions for the migrate job (outside
+this transaction), and terminates orphans — instances the provider has, tagged as ours, that
 nobody wants. One reconciler per provider at a time (a transaction-scoped advisory lock).
 """
 
@@ -25,7 +26,12 @@ from broker.core.reconcile import LIVE_ROW_STATES, Action, Known, Step, diff
 from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
 from broker.db.locks import try_xact_lock
-from broker.services.migrations import InstanceEvent, MigrationContext, handle_instance_event
+from broker.services.migrations import (
+    InstanceEvent,
+    MigrationContext,
+    handle_instance_event,
+    record_losses,
+)
 from broker.services.workloads import enqueue_terminate
 
 _log = logging.getLogger(__name__)
@@ -108,6 +114,14 @@ def apply_steps(
                 .values(state=state, serving=False, ended_at=now, updated_at=now, state_reason="reconciled")
                 .execution_options(synchronize_session=False)
             )
+    # Preemptions and losses: marked in bulk here, decided by the migrate job after this commits.
+    losses = {
+        s.instance_id: "preempted" if s.action is Action.PREEMPTED else "lost"
+        for s in steps
+        if s.action in (Action.PREEMPTED, Action.LOST)
+    }
+    if losses:
+        record_losses(session, losses, now, now)
     rowless: list[str] = []
     for step in steps:
         if step.action is Action.TERMINATE_ORPHAN:
@@ -117,16 +131,13 @@ def apply_steps(
                 enqueue_terminate(session, workload, row, f"orphan-{row.id}", 0, now)
             else:
                 rowless.append(step.instance_id)
-        elif step.action in (Action.NOTICE, Action.PREEMPTED, Action.LOST):
-            kind = {
-                Action.NOTICE: "preemption-notice",
-                Action.PREEMPTED: "preempted",
-                Action.LOST: "lost",
-            }[step.action]
-            reclaim = None
-            if step.action is Action.NOTICE:
-                reclaim = now + timedelta(seconds=notice_seconds)
-            handle_instance_event(session, InstanceEvent(step.instance_id, kind, now, reclaim), ctx)
+        elif step.action is Action.NOTICE:
+            # A notice is decided at once: the instance still runs, and the engine has
+            # ``notice_seconds`` to move the workload off it. Notices are rare here (the provider's
+            # event stream delivers them first, see broker.jobs.scheduler).
+            reclaim = now + timedelta(seconds=notice_seconds)
+            event = InstanceEvent(step.instance_id, "preemption-notice", now, reclaim)
+            handle_instance_event(session, event, ctx)
     return rowless
 
 

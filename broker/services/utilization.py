@@ -313,6 +313,203 @@ def latest_utilization(
     return {instance_id: util for instance_id, util in rows}
 
 
+# --- per-instance history and idle GPUs -------------------------------------------------------------
+
+MIN_BUCKET_SECONDS = 60  # the node agent samples about once a minute; finer buckets would be mostly empty
+MAX_BUCKET_SECONDS = 86_400
+MAX_BUCKETS = 500  # columns per instance in one answer
+MAX_IDLE_MINUTES = 1440
+IDLE_LOOKBACK = timedelta(days=7)  # how far back "idle since" looks for the last busy sample
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceBucket:
+    """One instance's samples in ``[at, at + bucket)``: their mean over all its GPUs, and how many."""
+
+    at: datetime
+    gpu_util_pct: Decimal | None  # None when the instance reported nothing in the bucket
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSeries:
+    """A running instance and its utilization per time bucket (every bucket of the range, in order)."""
+
+    instance: InstanceRow
+    buckets: list[InstanceBucket]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHistory:
+    start: datetime  # inclusive; the first bucket starts here
+    end: datetime  # exclusive; the last bucket may be shorter than the others
+    bucket_seconds: int
+    instances: list[InstanceSeries]
+    next_cursor: str | None  # the last instance id of this page when more running instances follow
+
+
+# Bucket k holds the samples with start + k*bucket <= at < start + (k+1)*bucket. The aggregate runs in
+# PostgreSQL over the (instance_id, gpu_index, at) primary key: one row per instance and bucket comes back.
+_BUCKETED = text(
+    """
+    SELECT s.instance_id,
+           CAST(floor(extract(epoch FROM s.at - :start) / :bucket_seconds) AS integer) AS bucket,
+           round(avg(s.gpu_util_pct), 2) AS util,
+           count(*) AS samples
+    FROM utilization_sample s
+    WHERE s.org_id = :org_id AND s.instance_id = ANY(CAST(:ids AS text[]))
+      AND s.at >= :start AND s.at < :end
+    GROUP BY 1, 2
+    """
+)
+
+
+def instance_history(
+    session: Session,
+    org_id: str,
+    now: datetime,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    bucket_seconds: int = 300,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> InstanceHistory:
+    """Mean GPU utilization of each of ``org_id``'s running instances per ``bucket_seconds`` in
+    ``[start, end)`` (default: the hour before ``now``), a page of ``limit`` instances ordered by id
+    after ``cursor``. Raises :class:`InvalidRange` for a bad range or more than 500 buckets."""
+    start, end = resolve_range(start, end, now)
+    if not MIN_BUCKET_SECONDS <= bucket_seconds <= MAX_BUCKET_SECONDS:
+        raise InvalidRange(f"bucket_seconds must be between {MIN_BUCKET_SECONDS} and {MAX_BUCKET_SECONDS}")
+    count = -(-int((end - start).total_seconds()) // bucket_seconds)  # ceiling: a partial last bucket
+    if count > MAX_BUCKETS:
+        raise InvalidRange(f"the range holds {count} buckets; at most {MAX_BUCKETS}: widen bucket_seconds")
+    query = select(InstanceRow).where(InstanceRow.org_id == org_id, InstanceRow.state == "running")
+    if cursor is not None:
+        query = query.where(InstanceRow.id > cursor)
+    rows = list(session.scalars(query.order_by(InstanceRow.id).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    values: dict[tuple[str, int], tuple[Decimal, int]] = {}
+    if rows:
+        params = {
+            "org_id": org_id,
+            "ids": [r.id for r in rows],
+            "start": start,
+            "end": end,
+            "bucket_seconds": bucket_seconds,
+        }
+        for instance_id, bucket, util, samples in session.execute(_BUCKETED, params):
+            values[(instance_id, bucket)] = (util, samples)
+    starts = [start + timedelta(seconds=k * bucket_seconds) for k in range(count)]
+    series = [
+        InstanceSeries(
+            row,
+            [InstanceBucket(at, *values.get((row.id, k), (None, 0))) for k, at in enumerate(starts)],
+        )
+        for row in rows
+    ]
+    return InstanceHistory(start, end, bucket_seconds, series, rows[-1].id if more else None)
+
+
+@dataclass(frozen=True, slots=True)
+class IdleInstance:
+    """A running instance whose every sample in the window is under the threshold."""
+
+    instance: InstanceRow
+    samples: int  # in the window, over all its GPUs
+    max_gpu_util_pct: Decimal
+    avg_gpu_util_pct: Decimal
+    idle_since: datetime  # its first sample after its last one at or above the threshold
+
+
+@dataclass(frozen=True, slots=True)
+class IdleReport:
+    threshold_pct: Decimal
+    minutes: int
+    window_start: datetime  # exclusive
+    at: datetime  # inclusive: the window's end (the request's "now")
+    idle: list[IdleInstance]
+    no_recent_samples: list[InstanceRow]  # running, but nothing reported in the window: not called idle
+    busy: int  # running instances with a sample at or above the threshold in the window
+
+
+# One statement: the running instances, their samples in the window (count, max, mean), and for the
+# idle ones the last busy sample in the lookback and the first sample after it. Python only sorts the
+# resulting one-row-per-instance answer into idle / busy / no recent samples.
+_IDLE = text(
+    """
+    WITH running AS (
+        SELECT id FROM instance WHERE org_id = :org_id AND state = 'running'
+    ), recent AS (
+        SELECT s.instance_id, count(*) AS samples, max(s.gpu_util_pct) AS max_util,
+               round(avg(s.gpu_util_pct), 2) AS avg_util
+        FROM utilization_sample s JOIN running r ON r.id = s.instance_id
+        WHERE s.org_id = :org_id AND s.at > :window_start AND s.at <= :now
+        GROUP BY s.instance_id
+    ), idle AS (
+        SELECT instance_id FROM recent WHERE max_util < :threshold
+    ), last_busy AS (
+        SELECT s.instance_id, max(s.at) AS at
+        FROM utilization_sample s JOIN idle USING (instance_id)
+        WHERE s.org_id = :org_id AND s.at > :lookback AND s.at <= :now AND s.gpu_util_pct >= :threshold
+        GROUP BY s.instance_id
+    ), since AS (
+        SELECT s.instance_id, min(s.at) AS idle_since
+        FROM utilization_sample s JOIN idle USING (instance_id) LEFT JOIN last_busy b USING (instance_id)
+        WHERE s.org_id = :org_id AND s.at > coalesce(b.at, :lookback) AND s.at <= :now
+        GROUP BY s.instance_id
+    )
+    SELECT r.id, recent.samples, recent.max_util, recent.avg_util, since.idle_since
+    FROM running r
+    LEFT JOIN recent ON recent.instance_id = r.id
+    LEFT JOIN since ON since.instance_id = r.id
+    ORDER BY r.id
+    """
+)
+
+
+def idle_instances(
+    session: Session, org_id: str, now: datetime, *, threshold_pct: Decimal, minutes: int
+) -> IdleReport:
+    """``org_id``'s running instances whose every GPU sample in ``(now - minutes, now]`` is under
+    ``threshold_pct``, with since when (the first sample after the last busy one, looking back at most
+    7 days). A running instance with no sample in the window is listed apart, never called idle."""
+    if not 0 < threshold_pct <= 100:
+        raise InvalidRange("threshold_pct must be more than 0 and at most 100")
+    if not 1 <= minutes <= MAX_IDLE_MINUTES:
+        raise InvalidRange(f"minutes must be between 1 and {MAX_IDLE_MINUTES}")
+    now = now.astimezone(UTC)
+    window_start = now - timedelta(minutes=minutes)
+    params = {
+        "org_id": org_id,
+        "now": now,
+        "window_start": window_start,
+        "lookback": now - IDLE_LOOKBACK,
+        "threshold": threshold_pct,
+    }
+    answer = list(session.execute(_IDLE, params))
+    rows = {
+        r.id: r
+        for r in session.scalars(
+            select(InstanceRow).where(InstanceRow.org_id == org_id, InstanceRow.state == "running")
+        )
+    }
+    idle, silent, busy = [], [], 0
+    for instance_id, samples, max_util, avg_util, since in answer:
+        row = rows.get(instance_id)
+        if row is None:  # stopped between the two statements
+            continue
+        if samples is None:
+            silent.append(row)
+        elif max_util < threshold_pct:
+            idle.append(IdleInstance(row, samples, max_util, avg_util, since))
+        else:
+            busy += 1
+    idle.sort(key=lambda i: (i.idle_since, i.instance.id))  # idle longest first
+    return IdleReport(threshold_pct, minutes, window_start, now, idle, silent, busy)
+
+
 def _minutes(delta: timedelta) -> int:
     return int(delta.total_seconds() // 60)
 
@@ -325,6 +522,11 @@ __all__ = [
     "MAX_SAMPLES_PER_BATCH",
     "MAX_SUMMARY_SPAN",
     "GroupBy",
+    "IdleInstance",
+    "IdleReport",
+    "InstanceBucket",
+    "InstanceHistory",
+    "InstanceSeries",
     "InvalidRange",
     "InvalidSamples",
     "RecordResult",
@@ -335,6 +537,8 @@ __all__ = [
     "UtilizationGroup",
     "UtilizationSummary",
     "check_sample_times",
+    "idle_instances",
+    "instance_history",
     "latest_utilization",
     "record_samples",
     "resolve_range",

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
+from broker.core.types import CapacityType, Offer
 from broker.db.engine import Database
+from broker.db.prices import add_snapshot
 from broker.db.schema import head_revision
 from tests.api.conftest import make_tenant
 
@@ -132,3 +134,49 @@ def test_openapi_documents_offers(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/offers" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_still_documents_the_offer_list_shape(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    ok = spec["paths"]["/v1/offers"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": "#/components/schemas/OfferList"}
+
+
+def test_a_price_refresh_is_in_the_very_next_answer(client: TestClient, database: Database) -> None:
+    """The app caches decoded offers; a snapshot committed by anyone (another replica's refresh)
+    must show in the next response, not after some expiry."""
+    before = client.get("/v1/offers", params={"gpu": "H100", "limit": 1}).json()["offers"][0]
+    assert before["cloud"] != "testcloud"
+    cheapest = Offer(
+        cloud="testcloud",
+        region="r1",
+        zone=None,
+        instance_type="gpu-8x",
+        accelerator="H100",
+        accelerator_count=8,
+        vcpus=None,
+        memory_gib=None,
+        capacity_type=CapacityType.SPOT,
+        price_per_hour=Decimal("0.08"),
+        currency="USD",
+        source="test",
+        observed_at=NOW,
+    )
+    with database.sessions.begin() as session:
+        add_snapshot(
+            session,
+            [cheapest],
+            source="test",
+            source_name="refresh",
+            content_sha256="f" * 64,
+            observed_at=NOW,
+            clouds={"testcloud"},
+        )
+    after = client.get("/v1/offers", params={"gpu": "H100", "limit": 1})
+    assert after.headers["content-type"] == "application/json"
+    first = after.json()["offers"][0]
+    assert (first["cloud"], first["price_per_gpu_hour"], first["price_age_seconds"]) == (
+        "testcloud",
+        "0.01",
+        0,
+    )

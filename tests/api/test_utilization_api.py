@@ -440,3 +440,222 @@ def test_latest_utilization_averages_each_gpus_newest_sample_in_the_last_ten_min
         latest = latest_utilization(session, tenant.org_id, [a, stale, silent, theirs], now=NOW)
         assert latest_utilization(session, tenant.org_id, [], now=NOW) == {}
     assert latest == {a: Decimal("60.50")}  # (40 + 81) / 2
+
+
+# --- GET /v1/utilization/instances (the heat map) ----------------------------------------------------
+
+
+def history(client: TestClient, tenant: Tenant, **params: str) -> dict[str, Any]:
+    response = client.get("/v1/utilization/instances", params=params, headers=tenant.viewer)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def cells(item: dict[str, Any]) -> list[tuple[Decimal | None, int]]:
+    return [
+        (None if b["gpu_util_pct"] is None else Decimal(b["gpu_util_pct"]), b["samples"])
+        for b in item["buckets"]
+    ]
+
+
+def test_instance_history_buckets_the_last_hour_by_five_minutes(
+    client: TestClient, tenant: Tenant, fleet: dict[str, str]
+) -> None:
+    body = history(client, tenant)
+    assert datetime.fromisoformat(body["start"]) == NOW - timedelta(hours=1)
+    assert datetime.fromisoformat(body["end"]) == NOW and body["bucket_seconds"] == 300
+    items = {i["id"]: i for i in body["items"]}
+    assert set(items) == {fleet["a"], fleet["b"]}  # never the other org's instance
+    a, b = items[fleet["a"]], items[fleet["b"]]
+    assert (a["provider"], a["region"], a["capacity_type"], a["gpus"]) == ("aws", "us-east-1", "on-demand", 8)
+    assert Decimal(a["price_per_hour"]) == Decimal("98.32")
+    starts = [datetime.fromisoformat(x["at"]) for x in a["buckets"]]
+    assert starts == [NOW - timedelta(hours=1) + timedelta(minutes=5 * k) for k in range(12)]
+    empty = (None, 0)
+    # T1 = NOW-40 min starts bucket 4 exactly (a bucket includes its start); T2 = NOW-20 min is bucket 8
+    expected_a = [empty] * 12
+    expected_a[4] = (D("41.00"), 2)  # GPU 0 at 80 %, GPU 1 at 2 %
+    expected_a[8] = (D("90.00"), 1)
+    expected_b = [empty] * 12
+    expected_b[4] = (D("0.00"), 1)
+    expected_b[8] = (D("50.00"), 1)
+    assert cells(a) == expected_a and cells(b) == expected_b
+
+
+def test_instance_history_range_bucket_size_and_a_short_last_bucket(
+    client: TestClient, tenant: Tenant, fleet: dict[str, str]
+) -> None:
+    hours = history(
+        client,
+        tenant,
+        start=(NOW - timedelta(hours=3)).isoformat(),
+        end=NOW.isoformat(),
+        bucket_seconds="3600",
+    )
+    a = next(i for i in hours["items"] if i["id"] == fleet["a"])
+    # the sample two hours ago opens the middle bucket; the last holds (80 + 2 + 90) / 3
+    assert cells(a) == [(None, 0), (D("10.00"), 1), (D("57.33"), 3)]
+    # 50 minutes in 20-minute buckets: 20 + 20 + 10; T1 falls in the first, T2 in the second
+    short = history(client, tenant, start=(NOW - timedelta(minutes=50)).isoformat(), bucket_seconds="1200")
+    b = next(i for i in short["items"] if i["id"] == fleet["b"])
+    assert [datetime.fromisoformat(x["at"]) for x in b["buckets"]] == [
+        NOW - timedelta(minutes=m) for m in (50, 30, 10)
+    ]
+    assert cells(b) == [(D("0.00"), 1), (D("50.00"), 1), (None, 0)]
+
+
+def test_instance_history_pages_by_instance_id(
+    client: TestClient, tenant: Tenant, fleet: dict[str, str]
+) -> None:
+    first = history(client, tenant, limit="1")
+    assert len(first["items"]) == 1 and first["next_cursor"] == first["items"][0]["id"]
+    second = history(client, tenant, limit="1", cursor=first["next_cursor"])
+    assert second["next_cursor"] is None
+    assert sorted([first["items"][0]["id"], second["items"][0]["id"]]) == sorted([fleet["a"], fleet["b"]])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"bucket_seconds": "10"},  # finer than the agent samples
+        {"bucket_seconds": "100000"},
+        {"start": (NOW - timedelta(days=2)).isoformat(), "bucket_seconds": "60"},  # 2,880 buckets
+        {"start": NOW.isoformat(), "end": (NOW - timedelta(hours=1)).isoformat()},
+        {"limit": "0"},
+        {"limit": "501"},
+    ],
+)
+def test_instance_history_rejects_absurd_queries(
+    client: TestClient, tenant: Tenant, params: dict[str, str]
+) -> None:
+    response = client.get("/v1/utilization/instances", params=params, headers=tenant.viewer)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("/validation-error")
+
+
+# --- GET /v1/utilization/idle ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def idle_fleet(
+    client: TestClient, database: Database, tenant: Tenant, other_tenant: Tenant
+) -> dict[str, str]:
+    """Threshold 10 %, last 30 minutes (window: NOW-30 min exclusive .. NOW inclusive):
+
+    quiet (2 GPUs): 70 % at -50 min, then 3 (-40), 4 (-25), 9.99 (-10, GPU 1), 2 (-1); 99 at +2 (future)
+    never (4 GPUs): 1 % at -3 h, 0 % at -20 min: never busy in the 7-day lookback
+    busy: 1 % at -15 min, exactly 10 % at -5 min (10 is not below 10)
+    silent: 0 % at exactly -30 min, just outside the window
+    stopped: idle samples, but no longer running; theirs: another org's idle instance."""
+    ids = {
+        "quiet": add_instance(database, tenant.org_id, gpus=2),
+        "never": add_instance(database, tenant.org_id, gpus=4, provider="gcp", region="us-central1"),
+        "busy": add_instance(database, tenant.org_id),
+        "silent": add_instance(database, tenant.org_id),
+        "stopped": add_instance(database, tenant.org_id),
+        "theirs": add_instance(database, other_tenant.org_id),
+    }
+    m = lambda minutes: NOW + timedelta(minutes=minutes)  # noqa: E731
+    ok = post(
+        client,
+        tenant,
+        sample(ids["quiet"], 0, m(-50), "70"),
+        sample(ids["quiet"], 0, m(-40), "3"),
+        sample(ids["quiet"], 0, m(-25), "4"),
+        sample(ids["quiet"], 1, m(-10), "9.99"),
+        sample(ids["quiet"], 0, m(-1), "2"),
+        sample(ids["quiet"], 0, m(2), "99"),
+        sample(ids["never"], 0, m(-180), "1"),
+        sample(ids["never"], 0, m(-20), "0"),
+        sample(ids["busy"], 0, m(-15), "1"),
+        sample(ids["busy"], 0, m(-5), "10"),
+        sample(ids["silent"], 0, m(-30), "0"),
+        sample(ids["stopped"], 0, m(-5), "0"),
+    )
+    assert ok.status_code == 202, ok.text
+    theirs = client.post(
+        "/v1/utilization",
+        json={"samples": [sample(ids["theirs"], 0, m(-5), "0")]},
+        headers=other_tenant.operator,
+    )
+    assert theirs.status_code == 202
+    with database.sessions.begin() as session:
+        stopped = session.get(InstanceRow, ids["stopped"])
+        assert stopped is not None
+        stopped.state = "terminated"
+    return ids
+
+
+def idle(client: TestClient, tenant: Tenant, **params: str) -> dict[str, Any]:
+    response = client.get("/v1/utilization/idle", params=params, headers=tenant.viewer)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_idle_lists_instances_whose_every_recent_sample_is_below_the_threshold(
+    client: TestClient, tenant: Tenant, idle_fleet: dict[str, str]
+) -> None:
+    body = idle(client, tenant)  # defaults: 10 %, 30 minutes
+    assert Decimal(body["threshold_pct"]) == 10 and body["minutes"] == 30
+    assert datetime.fromisoformat(body["at"]) == NOW
+    assert datetime.fromisoformat(body["window_start"]) == NOW - timedelta(minutes=30)
+    # idle longest first: "never" since its first sample three hours ago, "quiet" since after its 70 %
+    assert [i["id"] for i in body["items"]] == [idle_fleet["never"], idle_fleet["quiet"]]
+    never, quiet = body["items"]
+    assert datetime.fromisoformat(never["idle_since"]) == NOW - timedelta(hours=3)
+    assert datetime.fromisoformat(quiet["idle_since"]) == NOW - timedelta(minutes=40)
+    assert (quiet["samples"], Decimal(quiet["max_gpu_util_pct"]), Decimal(quiet["avg_gpu_util_pct"])) == (
+        3,
+        D("9.99"),
+        D("5.33"),  # (4 + 9.99 + 2) / 3; the future 99 % is not "in the last 30 minutes"
+    )
+    assert (never["provider"], never["gpus"], Decimal(never["price_per_hour"])) == ("gcp", 4, D("98.32"))
+    assert body["idle_gpus"] == 6
+    assert Decimal(body["idle_cost_per_hour"]) == D("196.64")  # 2 x 98.32
+    assert body["busy_instances"] == 1  # "busy": its 10 % is not below 10 %
+    assert [i["id"] for i in body["no_recent_samples"]] == [idle_fleet["silent"]]
+    shown = str(body)
+    assert idle_fleet["stopped"] not in shown and idle_fleet["theirs"] not in shown
+
+
+def test_idle_follows_the_threshold_and_the_minutes(
+    client: TestClient, tenant: Tenant, idle_fleet: dict[str, str]
+) -> None:
+    hour = idle(client, tenant, minutes="60")
+    # quiet's 70 % at -50 min is now in the window; silent's 0 % at -30 min too
+    assert [i["id"] for i in hour["items"]] == [idle_fleet["never"], idle_fleet["silent"]]
+    assert datetime.fromisoformat(hour["items"][1]["idle_since"]) == NOW - timedelta(minutes=30)
+    assert hour["busy_instances"] == 2 and hour["no_recent_samples"] == []
+    strict = idle(client, tenant, threshold_pct="9.99")
+    assert [i["id"] for i in strict["items"]] == [idle_fleet["never"]]  # 9.99 is not below 9.99
+    loose = idle(client, tenant, threshold_pct="10.5")
+    assert {i["id"] for i in loose["items"]} == {idle_fleet["never"], idle_fleet["quiet"], idle_fleet["busy"]}
+    busy = next(i for i in loose["items"] if i["id"] == idle_fleet["busy"])
+    assert datetime.fromisoformat(busy["idle_since"]) == NOW - timedelta(minutes=15)
+
+
+def test_idle_is_per_org_and_needs_a_key(
+    client: TestClient, tenant: Tenant, other_tenant: Tenant, idle_fleet: dict[str, str]
+) -> None:
+    theirs = idle(client, other_tenant)
+    assert [i["id"] for i in theirs["items"]] == [idle_fleet["theirs"]]
+    assert theirs["idle_gpus"] == 8 and theirs["no_recent_samples"] == []
+    assert client.get("/v1/utilization/idle").status_code == 401
+    assert client.get("/v1/utilization/instances").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"threshold_pct": "0"},
+        {"threshold_pct": "-5"},
+        {"threshold_pct": "101"},
+        {"threshold_pct": "lots"},
+        {"minutes": "0"},
+        {"minutes": "1441"},
+    ],
+)
+def test_idle_rejects_absurd_queries(client: TestClient, tenant: Tenant, params: dict[str, str]) -> None:
+    response = client.get("/v1/utilization/idle", params=params, headers=tenant.viewer)
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("/validation-error")

@@ -236,6 +236,10 @@ def test_preempted_scenario_really_preempts_and_plans_replacements(
     report = reconcile_provider(database, cloud, lambda: now, ["sim"], inventory=listed)
     assert report.actions == {"preempted": 2} == bench_reconcile.expected_actions(200, "preempted")
     assert report.seconds_in_database > 0
+    # The reconcile only marks and queues; the migrate job decides, after it committed.
+    running = select(func.count()).select_from(WorkloadRow).where(WorkloadRow.state == "RUNNING")
+    assert _count(database, running) == 200
+    assert bench_reconcile.migrate_queued(database, now) == 2
     preempted = select(InstanceRow.id).where(InstanceRow.state == "preempted")
     with database.sessions() as session:
         assert sorted(session.scalars(preempted)) == [
