@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from broker.db.engine import Database
 from broker.db.fleet import WorkloadEvent, WorkloadRow
 from broker.services.budgets import BudgetExceeded, create_project
-from broker.services.submissions import Submission, Submitted, SubmissionWriter, precheck, write_batch
+from broker.services.submissions import Submission, SubmissionWriter, Submitted, precheck, write_batch
 from broker.services.tenancy import create_org
 from broker.services.workloads import WorkloadError, WorkloadSpec
 
