@@ -84,7 +84,7 @@ def render_html(report: Report, generated_at: datetime) -> str:
     title = f"GPU cost report: {report.org_name}, {long_date(report)}"
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        '<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>GPU cost report: {escape(report.org_name)}</h1>",

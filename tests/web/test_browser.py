@@ -5,11 +5,12 @@ every page go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from broker.db.engine import Database
+from broker.reports.build import ReportOptions, build_and_store
 from broker.services.tenancy import Role
 from tests.api.conftest import make_tenant
 from tests.web.conftest import Dashboard, drawn, screenshot, sign_in
@@ -80,16 +81,39 @@ def test_fleet_shows_the_apis_numbers_and_no_other_tenants(
     shown = {(r[0], r[1], r[2]): [int(r[3]), int(r[4])] for r in rows(page, "by-place")}
     assert shown == dict(places)
 
-    idle = [
-        i for i in running if i["current_gpu_util_pct"] is not None and Decimal(i["current_gpu_util_pct"]) < 5
-    ]
-    assert {i["id"] for i in idle} == {fleet.running["train-b"], fleet.running["batch"]}
+    # Idle GPUs come from the server's rule (every sample in the last 30 minutes below 10 %).
+    idle = dashboard.api("/v1/utilization/idle", key, threshold_pct="10", minutes="30")
+    assert {i["id"] for i in idle["items"]} == {fleet.running["train-b"], fleet.running["batch"]}
     idle_rows = rows(page, "idle")
-    assert {r[0] for r in idle_rows[:-1]} == {i["id"] for i in idle}
-    assert idle_rows[-1][-1] == usd(sum(Decimal(i["price_per_hour"]) for i in idle))
-    assert text(page, "idle-gpus") == str(sum(i["gpus"] for i in idle))
+    assert [r[0] for r in idle_rows[:-1]] == [i["id"] for i in idle["items"]]
+    for shown_row, i in zip(idle_rows, idle["items"], strict=False):
+        assert shown_row[3:] == [
+            str(i["gpus"]),
+            f"{Decimal(i['max_gpu_util_pct']).quantize(Decimal('0.1'), ROUND_HALF_UP)} %",
+            datetime.fromisoformat(i["idle_since"]).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            usd(i["price_per_hour"]),
+        ]
+    assert idle_rows[-1][-1] == usd(idle["idle_cost_per_hour"]) == usd("48.2641")  # 31.4641 + 16.80
+    assert text(page, "idle-gpus") == str(idle["idle_gpus"]) == "16"
+    assert "30 minutes" in text(page, "idle-rule") and "below 10.00 %" in text(page, "idle-rule")
+    assert not page.locator("[data-testid=idle-silent]").is_visible()
     page.wait_for_selector("#util-chart .main-svg")  # plotly (served from the wheel) drew the chart
     page.wait_for_selector("#heatmap .main-svg")
+    # The heat map is the server's 5-minute buckets: same rows, same columns, same values.
+    heat = dashboard.api("/v1/utilization/instances", key, bucket_seconds="300", limit="500")["items"]
+    drawn_heat = page.evaluate(
+        "() => { const t = document.getElementById('heatmap').data[0];"
+        " return { y: t.y, z: t.z, x: t.x.map((d) => new Date(d).toISOString()) }; }"
+    )
+    assert drawn_heat["y"] == [f"{i['id']} · {i['provider']}/{i['region']}" for i in heat]
+    assert drawn_heat["z"] == [
+        [None if b["gpu_util_pct"] is None else float(b["gpu_util_pct"]) for b in i["buckets"]] for i in heat
+    ]
+    # JavaScript dates keep milliseconds: compare the bucket starts at that precision
+    starts = [datetime.fromisoformat(b["at"]) for b in heat[0]["buckets"]]
+    starts = [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in starts]
+    assert [datetime.fromisoformat(x.replace("Z", "+00:00")) for x in drawn_heat["x"]] == starts
+    assert len(starts) == 12 and drawn_heat["z"][0][-1] is not None  # the seeded samples fill the hour
 
     body = page.inner_text("body")
     assert "lambda" not in body and fleet.running["globex"] not in body
@@ -232,12 +256,60 @@ def test_offers_page_lists_the_cheapest_per_place_and_draws_history(
     screenshot(page, "offers")
 
 
-def test_reports_page(page: Any, fleet: Fleet) -> None:
+def test_reports_page_without_reports_says_how_one_is_made(page: Any, fleet: Fleet) -> None:
     sign_in(page, fleet.acme.keys[Role.VIEWER], "/reports")
     drawn(page)
     # No report has been generated for this fresh organization: the page says what happens next.
     assert page.locator("[data-testid=reports-empty]").is_visible()
+    assert "GPUBROKER_REPORT_TIME" in text(page, "reports-empty")
+    assert "gpubroker report --date" in text(page, "reports-empty")
+    assert not page.locator("[data-testid=reports]").is_visible()
+    screenshot(page, "reports-empty")
+
+
+def test_reports_page_lists_the_apis_figures_and_opens_a_report(
+    page: Any,
+    dashboard: Dashboard,
+    database: Database,
+    fleet: Fleet,
+    now: datetime,
+    browser_errors: list[str],
+) -> None:
+    today = now.astimezone(UTC).date()
+    with database.sessions.begin() as session:  # what the nightly job does, for yesterday and today so far
+        for day in (today - timedelta(days=1), today):
+            build_and_store(session, fleet.acme.org_id, day, ReportOptions(timezone="UTC"), now)
+    key = fleet.acme.keys[Role.VIEWER]
+    sign_in(page, key, "/reports")
+    drawn(page)
+    listed = dashboard.api("/v1/reports", key)["items"]
+    assert [r["day"] for r in listed] == [today.isoformat(), (today - timedelta(days=1)).isoformat()]
+    assert Decimal(listed[0]["spend_usd"]) > 0  # the seeded fleet has run for two hours
+    shown = rows(page, "reports")
+    assert len(shown) == len(listed)
+    for row, r in zip(shown, listed, strict=True):
+        change = r["change_vs_previous_day_pct"]
+        assert row == [
+            r["day"],
+            usd(r["spend_usd"]),
+            f"{Decimal(r['gpu_hours']).quantize(Decimal('0.001'), ROUND_HALF_UP):,}",
+            usd(r["savings_usd"]),  # "$-1.23" when negative, as the page writes it
+            usd(r["commitment_waste_usd"]),
+            "–" if change is None else f"{'+' if Decimal(change) > 0 else ''}{Decimal(change):.1f} %",
+            str(r["anomalies"]),
+            "HTML · CSV",
+        ]
+    assert (
+        page.locator("[data-testid=report-csv]").first.get_attribute("href") == listed[0]["links"]["csv_url"]
+    )
     screenshot(page, "reports")
+    assert browser_errors == []
+    # The report page is self-contained, down to its icon (a data: URL): it loads nothing else.
+    page.locator("[data-testid=report-html]").first.click()  # an API GET: the session cookie signs it
+    page.wait_for_url(f"**{listed[0]['links']['html_url']}")
+    assert page.locator("h1").inner_text().startswith("GPU cost report:")
+    assert today.isoformat() in page.inner_text("body")
+    assert browser_errors == []
 
 
 def test_empty_states_say_what_to_do_next(page: Any, database: Database) -> None:
