@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -113,7 +114,20 @@ def project_usage(session: Session, project_id: str, now: datetime) -> ProjectUs
     return ProjectUsage(gpus_in_use(session, project_id), spent_this_month(session, project_id, now))
 
 
-def judge_admission(project: Project, usage: ProjectUsage, gpus: int, worst_case_usd: Decimal | None) -> None:
+class ProjectLimits(Protocol):
+    """What admission reads of a project: a ``Project`` row, or a plain SQL row with these columns."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_gpus(self) -> int | None: ...
+    @property
+    def max_usd_per_month(self) -> Decimal | None: ...
+
+
+def judge_admission(
+    project: ProjectLimits, usage: ProjectUsage, gpus: int, worst_case_usd: Decimal | None
+) -> None:
     """Raise :class:`BudgetExceeded` when admitting ``gpus`` more GPUs (and up to ``worst_case_usd``
     more spend) on top of ``usage`` would break one of ``project``'s limits (pure)."""
     if project.max_gpus is not None and usage.gpus_in_use + gpus > project.max_gpus:

@@ -11,13 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.orm import Session
 
 from broker.core.lifecycle import WorkloadState, check_transition
 from broker.db.fleet import WorkloadEvent, WorkloadRow
 
 WAKE_CHANNEL = "gpubroker_wake"
+# Built once: wake() runs on every submission, and building the expression cost more than sending it.
+_NOTIFY = text("SELECT pg_notify(:channel, :topic)")
 
 
 class Topic:
@@ -33,7 +35,7 @@ def wake(session: Session, topic: str) -> None:
 
     ``pg_notify`` is transactional: the notice goes out when (and only if) the caller commits.
     """
-    session.execute(select(func.pg_notify(WAKE_CHANNEL, topic)))
+    session.execute(_NOTIFY, {"channel": WAKE_CHANNEL, "topic": topic})
 
 
 def record_event(

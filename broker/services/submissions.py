@@ -27,8 +27,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import Row, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker.core.lifecycle import WorkloadState
@@ -76,14 +77,25 @@ def precheck(spec: WorkloadSpec, now: datetime) -> None:
         raise WorkloadError(422, "validation-error", str(exc)) from None
 
 
-def _find_projects(session: Session, submissions: Sequence[Submission]) -> dict[tuple[str, str], Project]:
+# Plain SQL built once (rows, not ORM objects): on a batch of one, building and loading through
+# the ORM cost more than the round trip itself.
+_PROJECTS = text(
+    "SELECT id, org_id, name, max_gpus, max_usd_per_month FROM project"
+    " WHERE org_id = ANY(:orgs) AND (id = ANY(:refs) OR name = ANY(:refs))"
+)
+_LOCK_PROJECTS = text(
+    "SELECT id, org_id, name, max_gpus, max_usd_per_month FROM project"
+    " WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
+)
+
+
+def _find_projects(session: Session, submissions: Sequence[Submission]) -> dict[tuple[str, str], Row[Any]]:
     """Projects by (org id, name or id as submitted), in one query."""
-    orgs = {s.org_id for s in submissions}
-    refs = {s.spec.project for s in submissions}
-    rows = session.scalars(
-        select(Project).where(Project.org_id.in_(orgs), or_(Project.id.in_(refs), Project.name.in_(refs)))
+    rows = session.execute(
+        _PROJECTS,
+        {"orgs": list({s.org_id for s in submissions}), "refs": list({s.spec.project for s in submissions})},
     ).all()
-    found: dict[tuple[str, str], Project] = {}
+    found: dict[tuple[str, str], Row[Any]] = {}
     for project in rows:
         found.setdefault((project.org_id, project.name), project)
         found[(project.org_id, project.id)] = project  # an id wins over a name that looks like one
@@ -100,15 +112,11 @@ def write_batch(session: Session, submissions: Sequence[Submission]) -> list[Sub
     usage: dict[str, ProjectUsage] = {}
     if limited:
         # Lock in id order (no deadlock between batches), re-reading the limits under the lock.
-        locked = session.scalars(
-            select(Project)
-            .where(Project.id.in_(limited))
-            .order_by(Project.id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        ).all()
-        for project in locked:
+        for project in session.execute(_LOCK_PROJECTS, {"ids": limited}).all():
             usage[project.id] = project_usage(session, project.id, submissions[0].now)
+            for key, seen in list(projects.items()):
+                if seen.id == project.id:
+                    projects[key] = project
     outcomes: list[Submitted | Exception] = []
     workloads: list[dict[str, object]] = []
     events: list[dict[str, object]] = []
