@@ -281,3 +281,32 @@ def test_reconcile_benchmark_tiny_run_reports_the_expected_actions(
     assert scenarios["orphans"]["actions"] == {"terminate-orphan": 3}
     assert scenarios["orphans"]["instances listed"] == 201
     assert scenarios["orphans"]["orphans terminated at the provider"] == 1
+
+
+def test_http_floor_benchmark_answers_every_request() -> None:
+    """The bare-ASGI floor benchmark runs end to end and reports every request answered."""
+    import subprocess
+
+    from tests.served import free_port
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "bench_http_floor.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.5",
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answered 50/50" in result.stdout
+    assert "server CPU per answered request" in result.stdout

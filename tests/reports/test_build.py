@@ -174,7 +174,9 @@ def test_a_day_in_another_time_zone_is_its_local_calendar_day(session: Session, 
 def test_html_is_self_contained_and_readable(session: Session, fleet_org: str) -> None:
     html = build_and_store(session, fleet_org, D, OPTIONS, AFTER).html
     assert "http://" not in html and "https://" not in html
-    assert not re.search(r"<(script|link|img|iframe)\b", html)
+    assert not re.search(r"<(script|img|iframe)\b", html)
+    # One link: the icon, inline, so a browser does not fetch /favicon.ico either.
+    assert re.findall(r"<link\b[^>]*>", html) == ['<link rel="icon" href="data:,">']
     assert "GPU cost report: acme-reports" in html and "Monday 23 November 2026" in html
     assert "$1,020.00" in html and "-$168.00" in html and "$576.00" in html
     assert html.count("<svg") == 6  # the daily trend and one chart per breakdown

@@ -20,7 +20,8 @@ from tests.web.fleet import Fleet, add_instance, add_running_workload
 def usd(value: str | Decimal, places: int = 2) -> str:
     """A dollar amount as the pages show it: rounded half up, thousands separated."""
     quantum = Decimal(1).scaleb(-places)
-    return f"${Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP):,}"
+    text = f"{Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP):,}"
+    return f"-${text[1:]}" if text.startswith("-") else f"${text}"
 
 
 def rows(page: Any, testid: str) -> list[list[str]]:
@@ -293,7 +294,7 @@ def test_reports_page_lists_the_apis_figures_and_opens_a_report(
             r["day"],
             usd(r["spend_usd"]),
             f"{Decimal(r['gpu_hours']).quantize(Decimal('0.001'), ROUND_HALF_UP):,}",
-            usd(r["savings_usd"]),  # "$-1.23" when negative, as the page writes it
+            usd(r["savings_usd"]),  # "-$1.23" when negative, as the page writes it
             usd(r["commitment_waste_usd"]),
             "–" if change is None else f"{'+' if Decimal(change) > 0 else ''}{Decimal(change):.1f} %",
             str(r["anomalies"]),

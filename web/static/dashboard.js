@@ -85,7 +85,13 @@ const gpb = (() => {
   };
 
   const fmt = {
-    usd(value, places = 2) { const n = typeof value === "bigint" ? value : dec.parse(value); return n === null ? "–" : "$" + dec.format(n, places); },
+    usd(value, places = 2) {
+      // "-$1,234.56", as an accountant writes a negative amount (not "$-1,234.56").
+      const n = typeof value === "bigint" ? value : dec.parse(value);
+      if (n === null) return "–";
+      const text = dec.format(n, places);
+      return text.startsWith("-") ? "-$" + text.slice(1) : "$" + text;
+    },
     pct(value, places = 1) { const n = typeof value === "bigint" ? value : dec.parse(value); return n === null ? "–" : dec.format(n, places) + " %"; },
     num(value, places = 0) { const n = typeof value === "bigint" ? value : dec.parse(value); return n === null ? "–" : dec.format(n, places); },
     int(value) { return Number(value).toLocaleString("en-US"); },
