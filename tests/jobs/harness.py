@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -16,48 +15,24 @@ from broker.settings import Settings
 from providers.sim import SimulatedCloud
 from providers.traces import SpotTrace
 from tests.api.conftest import Tenant, make_tenant
+from tests.providers import sim_kit
+from tests.providers.sim_kit import ManualClock
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-class ManualClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def trace(
     values: list[int], zone: str = "us-central1-a", spot: str = "2.50", on_demand: str = "10.00"
 ) -> SpotTrace:
-    """One zone of 1-GPU H100 spot capacity: ``values[i]`` GPUs obtainable in the i-th 10-minute tick."""
-    return SpotTrace(
-        cloud="gcp",
-        region=zone.rsplit("-", 1)[0],
-        zone=zone,
-        instance_type="a3-highgpu-1g",
-        accelerator="H100",
-        gpus_per_instance=1,
-        instances_requested=16,
-        gap_seconds=600,
-        start_time=datetime(2025, 10, 4, tzinfo=UTC),
-        values=tuple(values),
-        spot_price_per_gpu=Decimal(spot),
-        on_demand_price_per_gpu=Decimal(on_demand),
-        tick_prices=None,
-        source="trace:test",
-    )
+    """One zone of 1-GPU H100 spot capacity at round prices: ``values[i]`` GPUs in the i-th 10-minute tick."""
+    return sim_kit.trace(list(values), zone, spot=spot, on_demand=on_demand)
 
 
 class Broker:
     """API + scheduler + simulated cloud, sharing one manual clock (the sim runs at 1× on it)."""
 
     def __init__(self, database: Database, traces: list[SpotTrace] | None = None, **sim: Any) -> None:
-        self.clock = ManualClock()
+        self.clock = ManualClock(T0)
         self.database = database
         self.sim = SimulatedCloud(
             traces or [trace([16] * 144), trace([16] * 144, zone="us-central1-b", spot="2.60")],

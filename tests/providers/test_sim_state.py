@@ -29,41 +29,10 @@ from providers.sim import (
     SimulatedCloud,
     from_environment,
 )
-from providers.traces import SpotTrace
+from tests.providers.sim_kit import ManualClock, trace
 
-T0 = datetime(2026, 11, 24, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 10.0  # seconds: generous, only a bound on a hang, never a threshold the test measures
-
-
-class ManualClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def trace(values: list[int | None], zone: str = "us-central1-a", gap: int = 600) -> SpotTrace:
-    return SpotTrace(
-        cloud="gcp",
-        region=zone.rsplit("-", 1)[0],
-        zone=zone,
-        instance_type="a3-highgpu-1g",
-        accelerator="H100",
-        gpus_per_instance=1,
-        instances_requested=16,
-        gap_seconds=gap,
-        start_time=datetime(2025, 10, 4, tzinfo=UTC),
-        values=tuple(values),
-        spot_price_per_gpu=Decimal("2.372376"),
-        on_demand_price_per_gpu=Decimal("10.315679"),
-        tick_prices=None,
-        source="trace:test",
-    )
 
 
 def cloud_on(
