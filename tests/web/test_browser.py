@@ -25,8 +25,13 @@ def usd(value: str | Decimal, places: int = 2) -> str:
 
 
 def rows(page: Any, testid: str) -> list[list[str]]:
-    texts = page.locator(f"[data-testid={testid}] tbody tr").all_inner_texts()
-    return [[cell.strip() for cell in text.split("\t")] for text in texts]
+    """The cells of a table as the user sees them: a hidden table must be an empty one."""
+    table = page.locator(f"[data-testid={testid}]")
+    cells: list[list[str]] = table.locator("tbody tr").evaluate_all(
+        "trs => trs.map((tr) => Array.from(tr.cells, (td) => td.textContent.trim()))"
+    )
+    assert table.is_visible() or not cells, f"table {testid} is hidden but has {len(cells)} rows"
+    return cells
 
 
 def text(page: Any, testid: str) -> str:
@@ -127,6 +132,47 @@ def test_the_idle_threshold_is_the_users(page: Any, fleet: Fleet) -> None:
     page.fill("#idle-threshold", "50")
     page.press("#idle-threshold", "Enter")
     page.wait_for_function("() => document.querySelectorAll('[data-testid=idle] tbody tr').length === 4")
+    assert {r[0] for r in rows(page, "idle")[:-1]} == {
+        fleet.running[n] for n in ("train-b", "batch", "serve")
+    }
+
+
+def test_a_slow_timed_refresh_never_overwrites_the_users_newer_threshold(page: Any, fleet: Fleet) -> None:
+    sign_in(page, fleet.acme.keys[Role.VIEWER])
+    drawn(page)
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    # Every idle rule the page shows from now on, in order.
+    page.evaluate(
+        """() => {
+          const rule = document.querySelector("[data-testid=idle-rule]");
+          window.shownRules = [];
+          const record = () => window.shownRules.push(rule.textContent);
+          new MutationObserver(record).observe(rule, { childList: true });
+        }"""
+    )
+    # Hold the next timed refresh's idle query (the default 10 %) in flight, as a slow network would.
+    page.route("**/v1/utilization/idle?threshold_pct=10*", hold_the_first)
+    while not held:
+        page.wait_for_timeout(50)
+    page.fill("#idle-threshold", "50")
+    page.press("#idle-threshold", "Enter")  # asked while that render is still waiting
+    before = int(page.evaluate("Number(document.body.dataset.refreshes)"))
+    # Time for a render running beside the held one to draw first, which is how the stale rule came back.
+    # This pause cannot make the test fail wrongly; on a very slow machine it may just not show the race.
+    page.wait_for_timeout(500)
+    held[0].continue_()
+    # The held render finishes first, then exactly the render the user asked for, with 50 %.
+    page.wait_for_function("(n) => Number(document.body.dataset.refreshes) >= n", arg=before + 2)
+    assert "below 50.00 %" in text(page, "idle-rule")
+    shown = ["50.00" if "below 50.00 %" in r else "10.00" for r in page.evaluate("() => window.shownRules")]
+    assert "10.00" not in shown[shown.index("50.00") :], f"the stale rule came back: {shown}"
     assert {r[0] for r in rows(page, "idle")[:-1]} == {
         fleet.running[n] for n in ("train-b", "batch", "serve")
     }

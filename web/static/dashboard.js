@@ -149,27 +149,37 @@ const gpb = (() => {
     node.classList.toggle("error", Boolean(isError));
   }
 
-  // Run render now and again every refresh, never two at once; skip refreshes while the tab is hidden.
+  // Run render now and again every refresh, never two at once; skip timed refreshes while the tab is hidden.
+  // Returns `refresh`, for the page's own controls: asked while a render runs, it queues exactly one more,
+  // so the table always ends up drawn from the latest inputs (a slow timed render cannot overwrite a newer one).
   function poll(render) {
     let busy = false;
+    let again = false;
     let count = 0;
-    async function tick() {
-      if (busy || (document.hidden && count > 0)) return;
+    async function tick(asked) {
+      if (busy) { again = again || asked; return; }
+      if (!asked && document.hidden && count > 0) return;
       busy = true;
       try {
-        await render();
-        count += 1;
-        body.dataset.refreshes = String(count); // tests wait on this: the page has drawn `count` times
-        status("Updated " + new Date().toLocaleTimeString("en-GB") + ".");
-      } catch (error) {
-        if (!(error instanceof ApiError && error.status === 401)) status("Could not refresh: " + error.message, true);
+        do {
+          again = false;
+          try {
+            await render();
+            count += 1;
+            body.dataset.refreshes = String(count); // tests wait on this: the page has drawn `count` times
+            status("Updated " + new Date().toLocaleTimeString("en-GB") + ".");
+          } catch (error) {
+            if (!(error instanceof ApiError && error.status === 401)) status("Could not refresh: " + error.message, true);
+          }
+        } while (again);
       } finally {
         busy = false;
       }
     }
-    tick();
-    setInterval(tick, refreshMs);
-    document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
+    tick(true);
+    setInterval(() => tick(false), refreshMs);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(false); });
+    return () => tick(true);
   }
 
   return { ApiError, get, getAll, dec, fmt, el, $, fillTable, show, plot, poll, status };

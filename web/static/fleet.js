@@ -97,7 +97,7 @@
     fillTable("[data-testid=idle]", rows);
   }
 
-  for (const id of ["#idle-threshold", "#idle-minutes"]) $(id).addEventListener("change", () => render().catch(() => {}));
-  $("#idle-form").addEventListener("submit", (e) => { e.preventDefault(); render().catch(() => {}); });
-  poll(render);
+  const refresh = poll(render);
+  for (const id of ["#idle-threshold", "#idle-minutes"]) $(id).addEventListener("change", refresh);
+  $("#idle-form").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
 })();

@@ -38,6 +38,6 @@
       el("button", { type: "button", onclick: () => history(o).catch((e) => gpb.status("Could not load history: " + e.message, true)) }, "history"),
     ]));
   }
-  $("#offer-form").addEventListener("submit", (e) => { e.preventDefault(); render().catch((err) => gpb.status(err.message, true)); });
-  poll(render);
+  const refresh = poll(render);
+  $("#offer-form").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
 })();

@@ -32,7 +32,7 @@
       ];
     }));
   }
-  $("#state").addEventListener("change", () => render().catch(() => {}));
-  $("#filter").addEventListener("submit", (e) => { e.preventDefault(); render().catch(() => {}); });
-  poll(render);
+  const refresh = poll(render);
+  $("#state").addEventListener("change", refresh);
+  $("#filter").addEventListener("submit", (e) => { e.preventDefault(); refresh(); });
 })();
