@@ -65,13 +65,18 @@ class NvmlReader:
 
     ``open()`` raises :class:`NoGpu` when NVML cannot start or finds no device. A counter a device
     does not support (power on some boards, memory on unified-memory systems) reads as None; a
-    GPU whose utilization cannot be read is left out of that round (with one warning)."""
+    GPU whose utilization cannot be read is left out of that round (with one warning).
+
+    Memory is read with ``nvmlDeviceGetMemoryInfo_v2``, whose ``used`` leaves out what the driver
+    reserves (about 480 MiB on an H100 80GB), as ``nvidia-smi`` does; v1's ``used`` counts that
+    reservation, so an idle GPU would read as 480 MiB used. A driver or binding without v2 gets v1."""
 
     def __init__(self, nvml: Any) -> None:
         self._nvml = nvml
         self._handles: list[Any] = []
         self._open = False
         self._warned: set[tuple[int, str, str]] = set()
+        self._memory_v2 = True  # until the driver or the binding says it has no v2
 
     def open(self) -> list[str]:
         """Start NVML and find the GPUs; their names, in index order."""
@@ -106,7 +111,7 @@ class NvmlReader:
             except self._nvml.NVMLError as exc:
                 self._warn_once(index, "utilization", exc)
                 continue
-            memory = self._optional(index, "memory", lambda h=handle: self._nvml.nvmlDeviceGetMemoryInfo(h))
+            memory = self._optional(index, "memory", lambda h=handle: self._memory_info(h))
             power_mw = self._optional(index, "power", lambda h=handle: self._nvml.nvmlDeviceGetPowerUsage(h))
             readings.append(
                 GpuReading(
@@ -133,6 +138,22 @@ class NvmlReader:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def _memory_info(self, handle: Any) -> Any:
+        nvml = self._nvml
+        if self._memory_v2:
+            too_old = (
+                AttributeError,  # a binding without nvmlMemory_v2
+                TypeError,  # a binding whose nvmlDeviceGetMemoryInfo takes no version
+                nvml.NVMLError_FunctionNotFound,  # a driver without nvmlDeviceGetMemoryInfo_v2
+                getattr(nvml, "NVMLError_ArgumentVersionMismatch", nvml.NVMLError_FunctionNotFound),
+            )
+            try:
+                return nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
+            except too_old as exc:
+                _log.info("NVML has no v2 memory info (%s): memory used includes the driver's reserve", exc)
+                self._memory_v2 = False
+        return nvml.nvmlDeviceGetMemoryInfo(handle)
 
     def _optional(self, index: int, what: str, call: Callable[[], Any]) -> Any:
         try:

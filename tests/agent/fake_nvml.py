@@ -18,12 +18,19 @@ MIB = 1024 * 1024
 
 @dataclass
 class FakeGpu:
-    """One GPU. ``power_mw=None`` makes power unsupported; ``util_error`` makes utilization fail."""
+    """One GPU. ``power_mw=None`` makes power unsupported; ``util_error`` makes utilization fail.
+
+    Memory is as NVML reports it: ``memory_used_mib`` is what programs hold, and the driver
+    reserves ``memory_reserved_mib`` more (480 MiB on the real H100 the agent was run on). v1 of
+    nvmlDeviceGetMemoryInfo counts the reserve as used; v2 reports it apart. ``memory_v2=False``
+    is a driver without v2 (nvmlDeviceGetMemoryInfo_v2 not found)."""
 
     name: str = "NVIDIA H100 80GB HBM3"
     util: int = 0
     memory_used_mib: int = 0
     memory_total_mib: int = 81_559
+    memory_reserved_mib: int = 0
+    memory_v2: bool = True
     power_mw: int | None = 70_000
     memory_supported: bool = True
     util_error: type[pynvml.NVMLError] | None = None
@@ -35,7 +42,8 @@ class FakeNvml:
 
     gpus: list[FakeGpu] = field(default_factory=list)
     init_error: type[pynvml.NVMLError] | None = None
-    calls: list[str] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)  # init and shutdown, in order
+    memory_calls: list[str] = field(default_factory=list)  # "v1" or "v2", one per memory reading
     initialized: bool = False
 
     # The real exception classes, reachable as module attributes like in pynvml.
@@ -46,6 +54,9 @@ class FakeNvml:
     NVMLError_NoPermission = pynvml.NVMLError_NoPermission
     NVMLError_GpuIsLost = pynvml.NVMLError_GpuIsLost
     NVMLError_Uninitialized = pynvml.NVMLError_Uninitialized
+    NVMLError_FunctionNotFound = pynvml.NVMLError_FunctionNotFound
+    NVMLError_ArgumentVersionMismatch = pynvml.NVMLError_ArgumentVersionMismatch
+    nvmlMemory_v2 = pynvml.nvmlMemory_v2  # noqa: N815 (pynvml's name)
 
     def nvmlInit(self) -> None:
         self.calls.append("nvmlInit")
@@ -79,13 +90,21 @@ class FakeNvml:
             raise gpu.util_error()
         return SimpleNamespace(gpu=gpu.util, memory=0)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> SimpleNamespace:
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: int | None = None) -> SimpleNamespace:
         self._check()
         gpu = self.gpus[handle]
+        self.memory_calls.append("v2" if version else "v1")
+        if version and not gpu.memory_v2:
+            raise pynvml.NVMLError_FunctionNotFound()
+        if version and version != pynvml.nvmlMemory_v2:
+            raise pynvml.NVMLError_ArgumentVersionMismatch()
         if not gpu.memory_supported:
             raise pynvml.NVMLError_NotSupported()
-        used, total = gpu.memory_used_mib * MIB, gpu.memory_total_mib * MIB
-        return SimpleNamespace(total=total, used=used, free=total - used)
+        used, reserved = gpu.memory_used_mib * MIB, gpu.memory_reserved_mib * MIB
+        total = gpu.memory_total_mib * MIB
+        if version:
+            return SimpleNamespace(total=total, reserved=reserved, used=used, free=total - reserved - used)
+        return SimpleNamespace(total=total, used=used + reserved, free=total - used - reserved)
 
     def nvmlDeviceGetPowerUsage(self, handle: int) -> int:
         self._check()

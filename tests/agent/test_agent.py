@@ -152,6 +152,34 @@ def test_reader_leaves_out_a_gpu_it_cannot_read_and_warns_once(caplog: pytest.Lo
     assert len(warnings) == 1 and "GPU 0" in warnings[0].getMessage()
 
 
+def test_memory_used_leaves_out_the_drivers_reserve_as_nvidia_smi_does() -> None:
+    # As seen on a real H100 80GB (bench/agent_on_gpu.py): idle, v1 said 480 MiB used, nvidia-smi 0.
+    nvml = FakeNvml(gpus=[FakeGpu(memory_used_mib=0, memory_reserved_mib=480)])
+    reader = opened(nvml)
+    assert reader.read()[0].memory_used_mib == 0
+    nvml.gpus[0].memory_used_mib = 11_123  # a program took memory
+    assert reader.read()[0].memory_used_mib == 11_123
+    assert nvml.memory_calls == ["v2", "v2"]
+
+
+def test_a_driver_without_v2_memory_info_falls_back_to_v1_once(caplog: pytest.LogCaptureFixture) -> None:
+    nvml = FakeNvml(gpus=[FakeGpu(memory_used_mib=0, memory_reserved_mib=480, memory_v2=False)] * 2)
+    reader = opened(nvml)
+    with caplog.at_level(logging.INFO, logger="broker.agent"):
+        assert [r.memory_used_mib for r in reader.read()] == [480, 480]  # v1 counts the reserve
+        assert [r.memory_used_mib for r in reader.read()] == [480, 480]
+    assert nvml.memory_calls == ["v2", "v1", "v1", "v1", "v1"]  # v2 is tried once, not per reading
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+
+
+def test_memory_unsupported_on_v2_reads_as_none_without_falling_back() -> None:
+    nvml = FakeNvml(gpus=[FakeGpu(memory_supported=False)])
+    reader = opened(nvml)
+    assert reader.read()[0].memory_used_mib is None
+    assert reader.read()[0].memory_total_mib is None
+    assert nvml.memory_calls == ["v2", "v2"]
+
+
 @pytest.mark.parametrize(
     ("nvml", "message"),
     [
