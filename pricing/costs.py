@@ -146,15 +146,21 @@ def instance_cost(
     window_end: datetime,
     price_changes: Iterable[PriceChange] = (),
     ondemand_prices: Sequence[PriceChange] = (),
-    on_commitment: bool = False,
+    commitment_term: tuple[datetime, datetime] | None = None,
 ) -> InstanceCost:
     """What one instance cost inside ``[window_start, window_end)``.
 
     The run is ``[launched_at, ended_at)``; a run without an end counts up to the window's end.
     ``price_changes`` are the later price observations of its offer (spot): each applies from its
     observed time onward, never before launch. ``ondemand_prices`` is the on-demand price schedule
-    of the same capacity (empty: unknown, so no counterfactual). An instance on a commitment costs
-    0: the commitment's own charge pays for it."""
+    of the same capacity (empty: unknown, so no counterfactual).
+
+    ``commitment_term`` is set for an instance on a commitment: the time its contract pays for
+    (see :func:`commitment_term`; an empty interval when the contract never charged). Inside it
+    the instance costs 0: the commitment's own charge pays for it. Outside it (the contract ended,
+    or was cancelled, while the instance ran on) the cloud bills the instance at its on-demand
+    price, as an expired reservation or savings plan is billed; where no on-demand price is
+    known, at the price it was launched at."""
     if gpus <= 0:
         raise ValueError(f"gpus must be positive, got {gpus}")
     prices = run_schedule(launched_at, launch_price, price_changes)
@@ -165,19 +171,36 @@ def instance_cost(
         return InstanceCost(
             _ZERO, _ZERO, _ZERO if ondemand else None, launch_price, zero, zero if ondemand else None
         )
-    charge = integrate(prices, *span, gpus=gpus)
-    if on_commitment:
-        charge = Charge(charge.gpu_micros, _ZERO)
-    last_price = price_at(prices, span[1] - timedelta(microseconds=1))
+    last = span[1] - timedelta(microseconds=1)
+    if commitment_term is None:
+        charge = integrate(prices, *span, gpus=gpus)
+        last_price = price_at(prices, last)
+    else:
+        billed = ondemand or prices
+        covered = clip(*commitment_term, *span)
+        charge = Charge(gpus * micros(covered[1] - covered[0]) if covered else 0)
+        for part in _outside(span, commitment_term):
+            charge += integrate(billed, *part, gpus=gpus)
+        last_price = _ZERO if commitment_term[0] <= last < commitment_term[1] else price_at(billed, last)
     ondemand_charge = integrate(ondemand, *span, gpus=gpus) if ondemand else None
     return InstanceCost(
         gpu_hours=charge.gpu_hours,
         usd=charge.usd,
         ondemand_usd=ondemand_charge.usd if ondemand_charge else None,
-        price_per_hour=_ZERO if on_commitment else last_price,
+        price_per_hour=last_price,
         charge=charge,
         ondemand_charge=ondemand_charge,
     )
+
+
+Interval = tuple[datetime, datetime]
+
+
+def _outside(span: Interval, term: Interval) -> list[Interval]:
+    """The parts of ``span`` before and after ``term`` (none, one or two intervals; an empty
+    ``term`` splits ``span`` in two at most, which together are all of it)."""
+    parts = [(span[0], min(span[1], term[0])), (max(span[0], term[1]), span[1])]
+    return [(lo, hi) for lo, hi in parts if hi > lo]
 
 
 def commitment_term(

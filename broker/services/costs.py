@@ -15,19 +15,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, or_, select, tuple_
+from sqlalchemy import Row, Select, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from broker.db.fleet import CommitmentRow, InstanceRow, Project
 from broker.db.models import OfferPrice
 from pricing.costs import (
+    InstanceCost,
     PriceChange,
     UsedRun,
     commitment_cost,
+    commitment_term,
     instance_cost,
-    price_at,
-    run_schedule,
     schedule,
 )
 
@@ -97,14 +97,37 @@ _INSTANCE_COLUMNS = (
     InstanceRow.commitment_id,
     InstanceRow.launched_at,
     InstanceRow.ended_at,
+    # The term of the commitment it runs on (outer-joined: None without one).
+    CommitmentRow.starts_at.label("commitment_starts_at"),
+    CommitmentRow.ends_at.label("commitment_ends_at"),
+    CommitmentRow.deleted_at.label("commitment_deleted_at"),
 )
+
+
+def _select_instances(*where: Any) -> Select[Any]:
+    return (
+        select(*_INSTANCE_COLUMNS)
+        .outerjoin(CommitmentRow, CommitmentRow.id == InstanceRow.commitment_id)
+        .where(*where)
+    )
+
+
+def covered_term(instance: Row[Any]) -> tuple[datetime, datetime] | None:
+    """The time ``instance``'s commitment pays for it (None: not on a commitment). A contract
+    cancelled before it began pays for nothing: an empty interval."""
+    if instance.commitment_id is None or instance.commitment_starts_at is None:
+        return None
+    term = commitment_term(
+        instance.commitment_starts_at, instance.commitment_ends_at, instance.commitment_deleted_at
+    )
+    return term or (instance.commitment_starts_at, instance.commitment_starts_at)
 
 
 def instances_between(
     session: Session, org_id: str | None, start: datetime, end: datetime, project_id: str | None = None
 ) -> list[Row[Any]]:
     """Instances that ran at some time in ``[start, end)`` (never-launched ones cost nothing)."""
-    query = select(*_INSTANCE_COLUMNS).where(
+    query = _select_instances(
         InstanceRow.launched_at.is_not(None),
         InstanceRow.launched_at < end,
         or_(InstanceRow.ended_at.is_(None), InstanceRow.ended_at > start),
@@ -272,9 +295,13 @@ class FleetPrices:
         )
 
 
-def instance_line(instance: Row[Any], prices: FleetPrices, start: datetime, end: datetime) -> CostLine | None:
-    """One instance's line for ``[start, end)`` (None when it did not run inside it)."""
-    cost = instance_cost(
+def _paid_by_commitment(instance: Row[Any], at: datetime) -> bool:
+    term = covered_term(instance)
+    return term is not None and term[0] <= at < term[1]
+
+
+def _cost(instance: Row[Any], prices: FleetPrices, start: datetime, end: datetime) -> InstanceCost:
+    return instance_cost(
         launched_at=instance.launched_at,
         ended_at=instance.ended_at,
         gpus=instance.gpus,
@@ -283,8 +310,13 @@ def instance_line(instance: Row[Any], prices: FleetPrices, start: datetime, end:
         window_end=end,
         price_changes=prices.spot_changes.get(instance.id, ()),
         ondemand_prices=prices.ondemand.get(instance.id, ()),
-        on_commitment=instance.commitment_id is not None,
+        commitment_term=covered_term(instance),
     )
+
+
+def instance_line(instance: Row[Any], prices: FleetPrices, start: datetime, end: datetime) -> CostLine | None:
+    """One instance's line for ``[start, end)`` (None when it did not run inside it)."""
+    cost = _cost(instance, prices, start, end)
     if cost.charge.gpu_micros == 0:
         return None
     return CostLine(
@@ -383,28 +415,28 @@ def cost_lines(
 
 
 def burn_rate(session: Session, *, org_id: str, now: datetime, project_id: str | None = None) -> Decimal:
-    """Dollars per hour the org is paying at ``now``: running instances not on a commitment, plus
-    the hourly charge of every active commitment.
+    """Dollars per hour the org is paying at ``now``: running instances that no active commitment
+    pays for, plus the hourly charge of every active commitment.
 
     A spot instance pays the latest price observed for its offer at or before ``now`` (after its
-    launch); ``project_id`` keeps one project's instances and the commitments reserved for it."""
-    running = select(*_INSTANCE_COLUMNS).where(
+    launch); one still running on a commitment that has ended pays its on-demand price (see
+    :func:`pricing.costs.instance_cost`). ``project_id`` keeps one project's instances and the
+    commitments reserved for it."""
+    running = _select_instances(
         InstanceRow.org_id == org_id,
-        InstanceRow.commitment_id.is_(None),
         InstanceRow.launched_at <= now,
         or_(InstanceRow.ended_at.is_(None), InstanceRow.ended_at > now),
     )
     if project_id is not None:
         running = running.where(InstanceRow.project_id == project_id)
-    instances = list(session.execute(running))
-    changes = _spot_changes(session, instances, now)
-    rate = sum(
-        (
-            price_at(run_schedule(i.launched_at, i.price_per_hour, changes.get(i.id, ())), now)
-            for i in instances
-        ),
-        _ZERO,
+    instances = [i for i in session.execute(running) if not _paid_by_commitment(i, now)]
+    instant = now + timedelta(microseconds=1)
+    expired = [i for i in instances if i.commitment_id is not None]
+    prices = FleetPrices(
+        _spot_changes(session, instances, now),
+        _ondemand_schedules(session, expired, now, instant) if expired else {},
     )
+    rate = sum((_cost(i, prices, now, instant).price_per_hour for i in instances), _ZERO)
     active = select(CommitmentRow).where(
         CommitmentRow.org_id == org_id,
         CommitmentRow.starts_at <= now,

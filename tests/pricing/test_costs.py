@@ -113,9 +113,45 @@ def test_instance_on_a_commitment_costs_nothing_but_keeps_its_counterfactual() -
         window_start=T0,
         window_end=at(24),
         ondemand_prices=[PriceChange(T0, Decimal(40))],
-        on_commitment=True,
+        commitment_term=(T0, at(48)),
     )
     assert (cost.usd, cost.gpu_hours, cost.ondemand_usd, cost.price_per_hour) == (0, 96, 480, 0)
+
+
+def test_an_instance_that_outlives_its_commitment_pays_on_demand_from_the_contracts_end() -> None:
+    # docs/costs.md: 8 GPUs, contract ends at 12:00, the run is 10:00-14:00, on-demand $40/h.
+    common = dict(
+        launched_at=at(10),
+        ended_at=at(14),
+        gpus=8,
+        launch_price=Decimal(16),  # the contract's $2/GPU-hour, recorded at launch
+        window_start=T0,
+        window_end=at(24),
+        ondemand_prices=[PriceChange(T0, Decimal(40))],
+    )
+    cost = instance_cost(**common, commitment_term=(T0, at(12)))
+    assert (cost.usd, cost.gpu_hours, cost.ondemand_usd, cost.price_per_hour) == (80, 32, 160, 40)
+    # The window before the end sees only the covered part; the day after, only the billed part.
+    assert instance_cost(**common | {"window_end": at(12)}, commitment_term=(T0, at(12))).usd == 0
+    assert instance_cost(**common | {"window_start": at(12)}, commitment_term=(T0, at(12))).usd == 80
+    # A contract that starts after launch (or was cancelled before it began) covers what it covers.
+    late = instance_cost(**common, commitment_term=(at(11), at(13)))
+    assert (late.usd, late.price_per_hour) == (Decimal(80), Decimal(40))
+    never = instance_cost(**common, commitment_term=(at(30), at(30)))
+    assert (never.usd, never.price_per_hour) == (160, 40)
+
+
+def test_without_an_on_demand_price_an_expired_commitment_bills_the_launch_price() -> None:
+    cost = instance_cost(
+        launched_at=T0,
+        ended_at=at(4),
+        gpus=8,
+        launch_price=Decimal(16),
+        window_start=T0,
+        window_end=at(24),
+        commitment_term=(T0, at(1)),
+    )
+    assert (cost.usd, cost.ondemand_usd, cost.price_per_hour) == (48, None, 16)
 
 
 def test_commitment_half_used() -> None:
