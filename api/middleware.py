@@ -10,13 +10,14 @@ and one dict lookup per concern (the target is well over 1,000 requests a second
 * **Body limit.** A ``Content-Length`` above ``max_body_bytes`` is refused at once; a body without
   one (chunked) is counted as it streams in and refused as soon as it grows past the limit, so the
   app never holds more than the limit. Either way: 413 problem+json ``payload-too-large``.
-* **Rate limit.** A token bucket per caller: the SHA-256 of the presented API key (``Authorization:
-  Bearer`` or ``X-API-Key``), or the client address without a key. 429 problem+json
-  ``rate-limited`` with ``Retry-After``. /healthz, /readyz and /metrics are exempt. The buckets live
-  in this process: N replicas (or N worker processes) let a caller make N times the rate. Behind
-  a proxy, run uvicorn with ``--proxy-headers`` so the client address is the caller's, not the
-  proxy's. A caller who rotates made-up keys gets a bucket per key; each such request still costs
-  a 401 and a key lookup, and the buckets are bounded (idle ones are forgotten first).
+* **Rate limit.** A token bucket per caller: the SHA-256 of the presented API key
+  (``Authorization: Bearer``, ``X-API-Key`` or the dashboard's session cookie), or the client
+  address without a key. 429 problem+json ``rate-limited`` with ``Retry-After``. /healthz, /readyz
+  and /metrics are exempt. The buckets live in this process: N replicas (or N worker processes)
+  let a caller make N times the rate. Behind a proxy, run uvicorn with ``--proxy-headers`` so the
+  client address is the caller's, not the proxy's. A caller who rotates made-up keys gets a bucket
+  per key; each such request still costs a 401 and a key lookup, and the buckets are bounded (idle
+  ones are forgotten first).
 * **Access log.** One line per request at INFO on ``gpubroker.access``: method, path, route
   template, status, duration, and the key id and organization when the route authenticated the
   caller. Never headers, query strings or keys.
@@ -46,6 +47,7 @@ from api.errors import problem
 from api.metrics import ROUTE_UNMATCHED
 from broker import logs
 from broker.settings import Settings
+from web.session import SESSION_COOKIE
 
 _access = logging.getLogger("gpubroker.access")
 
@@ -120,8 +122,22 @@ class RateLimiter:
         self._next_sweep = now + self._refill_seconds
 
 
-def _caller(authorization: bytes | None, api_key: bytes | None, scope: Scope) -> bytes:
-    """Who the rate limit counts: the presented key (hashed, as api.auth reads it), else the address."""
+_SESSION_PREFIX = SESSION_COOKIE.encode() + b"="
+
+
+def _session_key(cookie: bytes) -> bytes | None:
+    """The dashboard session cookie's value in a Cookie header (None when absent or empty)."""
+    for part in cookie.split(b";"):
+        part = part.strip()
+        if part.startswith(_SESSION_PREFIX):
+            return part[len(_SESSION_PREFIX) :].strip(b'"') or None
+    return None
+
+
+def _caller(authorization: bytes | None, api_key: bytes | None, cookie: bytes | None, scope: Scope) -> bytes:
+    """Who the rate limit counts: the presented key (hashed, as api.auth reads it: a header, else
+    the dashboard's session cookie), else the address. A key is one caller however it comes, and
+    two people signed in to the dashboard behind one address are two callers."""
     presented: bytes | None = None
     if authorization is not None:
         scheme, _, value = authorization.partition(b" ")
@@ -129,6 +145,8 @@ def _caller(authorization: bytes | None, api_key: bytes | None, scope: Scope) ->
             presented = value.strip() or None
     elif api_key:
         presented = api_key
+    elif cookie is not None:
+        presented = _session_key(cookie)
     if presented is not None:
         return hashlib.sha256(presented).digest()
     client = scope.get("client")
@@ -222,7 +240,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = perf_counter()
-        given_id = length = authorization = api_key = None
+        given_id = length = authorization = api_key = cookie = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 given_id = value
@@ -232,6 +250,8 @@ class EdgeMiddleware:
                 authorization = value
             elif name == b"x-api-key":
                 api_key = value
+            elif name == b"cookie":
+                cookie = value
         if given_id is not None and _SANE_REQUEST_ID.fullmatch(given_id):
             request_id = given_id.decode("ascii")
         else:
@@ -267,7 +287,7 @@ class EdgeMiddleware:
         try:
             declared = _content_length(length)
             if scope["path"] not in EXEMPT_PATHS:
-                wait = self.limiter.take(_caller(authorization, api_key, scope))
+                wait = self.limiter.take(_caller(authorization, api_key, cookie, scope))
                 if wait > 0.0:
                     route = self.templates.reached(scope)
                     retry_after = max(1, math.ceil(wait))

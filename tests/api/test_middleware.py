@@ -21,6 +21,7 @@ from broker.db.engine import Database
 from broker.logs import SECRET_BEARING_LOGGERS, configure_logging, request_id
 from broker.settings import Settings
 from tests.api.conftest import NOW, Tenant
+from web.session import SESSION_COOKIE
 
 LIMIT = 1024
 KEY_A = "gpb_0123456789abcdef_secret-of-key-a"
@@ -260,6 +261,21 @@ def test_keys_are_limited_independently(database: Database, clock: Monotonic) ->
         assert client.get("/test/ping", headers={"Authorization": f"Bearer {KEY_B}"}).status_code == 200
         assert client.get("/test/ping", headers={"X-API-Key": KEY_B}).status_code == 200
         assert client.get("/test/ping").status_code == 200
+
+
+def test_a_dashboard_session_is_limited_as_its_key_not_as_its_address(
+    database: Database, clock: Monotonic
+) -> None:
+    with TestClient(edge_app(database, clock, rate=1.0, burst=2)) as client:
+        session_a = {"Cookie": f"theme=dark; {SESSION_COOKIE}={KEY_A}"}
+        for _ in range(2):
+            assert client.get("/test/ping", headers=session_a).status_code == 200
+        assert client.get("/test/ping", headers=session_a).status_code == 429
+        # The same key as a header is the same caller; another signed-in key behind the same
+        # address, and a caller with other cookies only (limited by address), are not held back.
+        assert client.get("/test/ping", headers={"Authorization": f"Bearer {KEY_A}"}).status_code == 429
+        assert client.get("/test/ping", headers={"Cookie": f"{SESSION_COOKIE}={KEY_B}"}).status_code == 200
+        assert client.get("/test/ping", headers={"Cookie": "theme=dark"}).status_code == 200
 
 
 def test_probes_and_metrics_are_never_rate_limited(database: Database, clock: Monotonic) -> None:
