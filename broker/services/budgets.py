@@ -2,11 +2,15 @@
 
 A project's **GPUs in use** are the GPUs of its workloads that are not finished (every state but
 SUCCEEDED, FAILED and CANCELLED: ``gpus_per_node × nodes``), so a workload counts from the moment
-it is admitted, before any instance exists. Its **spend this month** is, for each of its
-instances, ``price_per_hour`` × the hours of ``[launched_at (or created_at), ended_at (or now)]``
-inside the current UTC calendar month. Instances launched under a commitment add nothing: the
-commitment is paid for whether used or not, so its marginal spend is zero (its cost shows in the
-commitment's own usage report as used or idle capacity).
+it is admitted, before any instance exists. Its **spend this month** is what its instances cost
+in the current UTC calendar month up to now, by the same rules as ``GET /v1/costs``
+(:func:`broker.services.costs.instance_spend`: per-second proration, spot price changes from
+their time). Instances under a commitment add nothing while the commitment is in force: it is
+paid for whether used or not, so their marginal spend is zero (its cost shows in the
+commitment's own usage report); past its end they pay the on-demand price. An instance requested
+but not launched yet counts too, at its launch price from its creation: admission stays
+conservative while a launch is in flight. (Commitment charges are not part of a project's
+budget.)
 
 :func:`check_admission` is the one gate: it locks the project row (``SELECT ... FOR UPDATE``)
 before it reads the usage, so two admissions racing for a project's last GPUs are serialized and
@@ -31,6 +35,7 @@ from broker.core.lifecycle import TERMINAL
 from broker.core.workload import Budget
 from broker.db.fleet import InstanceRow, Project, WorkloadRow
 from broker.services.commitments import hours
+from broker.services.costs import instance_spend
 from broker.services.tenancy import find_project, new_id
 
 MAX_PROJECT_GPUS = 100_000
@@ -91,21 +96,19 @@ def gpus_in_use(session: Session, project_id: str) -> int:
 
 
 def spent_this_month(session: Session, project_id: str, now: datetime) -> Decimal:
-    """USD the project's instances (not under a commitment) cost this UTC month up to ``now``."""
+    """USD the project's instances cost this UTC month up to ``now`` (see the module docstring)."""
     start = month_start(now)
-    began = func.coalesce(InstanceRow.launched_at, InstanceRow.created_at)
-    rows = session.execute(
-        select(InstanceRow.price_per_hour, began.label("began"), InstanceRow.ended_at).where(
+    spent = instance_spend(session, project_id=project_id, start=start, end=now)
+    requested = session.execute(
+        select(InstanceRow.price_per_hour, InstanceRow.created_at).where(
             InstanceRow.project_id == project_id,
+            InstanceRow.launched_at.is_(None),
+            InstanceRow.ended_at.is_(None),
             InstanceRow.commitment_id.is_(None),
-            began < now,
-            (InstanceRow.ended_at.is_(None)) | (InstanceRow.ended_at > start),
+            InstanceRow.created_at < now,
         )
     ).all()
-    spent = sum(
-        (price * hours(min(ended or now, now) - max(began_at, start)) for price, began_at, ended in rows),
-        _ZERO,
-    )
+    spent += sum((price * hours(now - max(created, start)) for price, created in requested), _ZERO)
     return spent.quantize(SPEND_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 

@@ -112,11 +112,17 @@ def _select_instances(*where: Any) -> Select[Any]:
     )
 
 
+_ALWAYS = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+
+
 def covered_term(instance: Row[Any]) -> tuple[datetime, datetime] | None:
     """The time ``instance``'s commitment pays for it (None: not on a commitment). A contract
-    cancelled before it began pays for nothing: an empty interval."""
-    if instance.commitment_id is None or instance.commitment_starts_at is None:
+    cancelled before it began pays for nothing: an empty interval. A commitment id without a row
+    (there is no foreign key) is taken as paying for all of the run, as before terms were read."""
+    if instance.commitment_id is None:
         return None
+    if instance.commitment_starts_at is None:
+        return _ALWAYS
     term = commitment_term(
         instance.commitment_starts_at, instance.commitment_ends_at, instance.commitment_deleted_at
     )
@@ -414,6 +420,26 @@ def cost_lines(
     return lines
 
 
+def instance_spend(session: Session, *, project_id: str, start: datetime, end: datetime) -> Decimal:
+    """What ``project_id``'s instances cost in ``[start, end)``, unrounded: the ``usd`` of their
+    cost lines (spot price changes from their time; a run past its commitment's end at the
+    on-demand price), without the commitments' own charges or the on-demand counterfactual."""
+    instances = instances_between(session, None, start, end, project_id)
+    billed_past_term = [i for i in instances if i.commitment_id is not None and not _covered(i, start, end)]
+    prices = FleetPrices(
+        _spot_changes(session, instances, end),
+        _ondemand_schedules(session, billed_past_term, start, end) if billed_past_term else {},
+    )
+    return sum((_cost(i, prices, start, end).usd for i in instances), _ZERO)
+
+
+def _covered(instance: Row[Any], start: datetime, end: datetime) -> bool:
+    """Whether its commitment pays for all of its run inside ``[start, end)``."""
+    term = covered_term(instance)
+    lo, hi = max(instance.launched_at, start), min(instance.ended_at or end, end)
+    return term is not None and term[0] <= lo and hi <= term[1]
+
+
 def burn_rate(session: Session, *, org_id: str, now: datetime, project_id: str | None = None) -> Decimal:
     """Dollars per hour the org is paying at ``now``: running instances that no active commitment
     pays for, plus the hourly charge of every active commitment.
@@ -617,6 +643,7 @@ __all__ = [
     "grouped_costs",
     "idle_waste",
     "instance_line",
+    "instance_spend",
     "instances_between",
     "savings",
 ]
