@@ -603,7 +603,14 @@ def report(
                 raise _fail(str(exc)) from None
         # One organization's failure (a day that has not started yet, say) is in run.failed.
         run = run_nightly_reports(
-            database, utc_now(), settings, day=wanted, org_ids=org_ids, force=True, send=deliver
+            database,
+            utc_now(),
+            settings,
+            day=wanted,
+            org_ids=org_ids,
+            force=True,
+            send=deliver,
+            clock=utc_now,  # each organization's delivery claim is stamped when it is built
         )
     out.mkdir(parents=True, exist_ok=True)
     for org_id, stored in run.built.items():

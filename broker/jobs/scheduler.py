@@ -1,5 +1,5 @@
-"""The scheduler: APScheduler jobs that place, execute, reconcile, migrate, account and refresh
-prices (does I/O).
+"""The scheduler: APScheduler jobs that place, execute, reconcile, migrate, account, refresh
+prices, and build and deliver the nightly cost reports (does I/O).
 
 The scheduler only triggers; all state lives in PostgreSQL, and every job is safe to run on
 several replicas at once (``SKIP LOCKED`` claims or an advisory lock). Jobs run on a timer and are
@@ -31,7 +31,9 @@ from broker.core.ports import Provider
 from broker.db.engine import Database
 from broker.db.locks import try_xact_lock
 from broker.jobs.price_refresh import PriceRefresher
+from broker.reports.delivery import DeliveryConfig
 from broker.reports.job import ReportRun, report_time, run_nightly_reports
+from broker.reports.resume import RESUME_INTERVAL, ResumeRun, resume_deliveries
 from broker.services.accounting import rollup
 from broker.services.executor import Executor
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
@@ -147,7 +149,11 @@ class Scheduler:
 
     def run_reports(self) -> ReportRun:
         """Yesterday's cost report for every organization not yet reported (docs/reports.md)."""
-        return run_nightly_reports(self.database, self.clock(), self.settings)
+        return run_nightly_reports(self.database, self.clock(), self.settings, clock=self.clock)
+
+    def run_report_deliveries(self) -> ResumeRun:
+        """Send the report deliveries a dead replica left pending (``broker/reports/resume.py``)."""
+        return resume_deliveries(self.database, DeliveryConfig.from_settings(self.settings), self.clock)
 
     def on_instance_event(self, event: InstanceEvent) -> None:
         """A provider told us about one of our instances: hand it to the migration service now."""
@@ -184,6 +190,8 @@ class Scheduler:
             ("reconcile", self.run_reconcile, settings.reconcile_interval_seconds),
             (Topic.MIGRATE, self.run_rebalance, settings.migrate_interval_seconds),
             ("rollup", self.run_rollup, settings.rollup_interval_seconds),
+            # Report deliveries whose sender died; a claim's lease, not this interval, sets the pace.
+            ("report-delivery", self.run_report_deliveries, RESUME_INTERVAL.total_seconds()),
         ]
         if self.refresher is not None:
             jobs.append(("prices", self.run_prices, float(settings.price_refresh_seconds)))

@@ -13,8 +13,8 @@ import logging
 import smtplib
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -90,15 +90,43 @@ class DeliveryConfig:
     def any_on(self) -> bool:
         return self.email_on or self.webhook_on
 
+    def channels(self) -> tuple[str, ...]:
+        """The channels that are on, in the order they are sent."""
+        return tuple(c for c, on in (("email", self.email_on), ("webhook", self.webhook_on)) if on)
 
-def pending(config: DeliveryConfig) -> dict[str, Any]:
-    """The delivery record stored with a new report before it is sent (``{}`` when nothing is on)."""
-    record: dict[str, Any] = {}
-    if config.email_on:
-        record["email"] = {"status": "pending"}
-    if config.webhook_on:
-        record["webhook"] = {"status": "pending"}
-    return record
+    def only(self, channel: str) -> DeliveryConfig:
+        """This configuration with every channel but ``channel`` turned off."""
+        if channel not in CHANNELS:
+            raise ValueError(f"no delivery channel {channel!r}")
+        if channel == "email":
+            return replace(self, webhook_url=None)
+        return replace(self, smtp_host=None, smtp_to=())
+
+    def longest_round(self) -> timedelta:
+        """How long one :func:`deliver` round can take with every try running into its timeout:
+        each channel's tries plus the backoff between them. The claim lease (``resume.py``) must
+        be longer, or a slow but living sender's channel could be claimed and sent twice."""
+        tries = self.attempts * self.timeout_seconds
+        waits = sum(
+            min(self.backoff_first_seconds * 2**n, self.backoff_max_seconds) for n in range(self.attempts - 1)
+        )
+        return timedelta(seconds=len(self.channels()) * (tries + waits))
+
+
+CHANNELS = ("email", "webhook")
+
+
+def pending(config: DeliveryConfig, claimed_at: datetime, round_: int = 1) -> dict[str, Any]:
+    """The delivery record stored with a report before it is sent (``{}`` when nothing is on):
+    each channel that is on, ``pending`` and claimed at ``claimed_at`` by the sender of delivery
+    round ``round_`` (the builder's is round 1; see ``resume.py``)."""
+    return {channel: claim(claimed_at, round_) for channel in config.channels()}
+
+
+def claim(claimed_at: datetime, round_: int) -> dict[str, Any]:
+    """One channel's record while a sender has it: who else sees it leaves it alone until the lease
+    runs out."""
+    return {"status": "pending", "claimed_at": claimed_at.isoformat(), "round": round_}
 
 
 def deliver(
@@ -246,8 +274,10 @@ def send_webhook(stored: StoredReport, config: DeliveryConfig) -> None:
 
 
 __all__ = [
+    "CHANNELS",
     "DeliveryConfig",
     "PermanentFailure",
+    "claim",
     "deliver",
     "pending",
     "send_email",

@@ -5,7 +5,9 @@ Once per day per organization is kept by two things: a transaction-scoped adviso
 (organization, day) while a report is built, and the ``(org_id, day)`` primary key of
 ``cost_report``, checked under that lock. A replica that finds the lock taken or the report
 already stored moves on. The report is committed before it is delivered (mail and webhook calls
-never run inside a transaction), and only the replica that built it delivers it.
+never run inside a transaction), and only the replica that built it delivers it: it stores the
+report with each channel claimed by itself (``resume.py``), so that if it dies before the outcome is
+written, the resume job sends what is still pending once the claim's lease has run out.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from broker.db.engine import Database
-from broker.db.fleet import CostReport, Organization
+from broker.db.fleet import Organization
 from broker.db.locks import try_xact_lock
 from broker.reports.build import ReportOptions, StoredReport, build_and_store, report_exists
-from broker.reports.delivery import DeliveryConfig, deliver, pending
+from broker.reports.delivery import DeliveryConfig, pending
 from broker.reports.model import day_window
+from broker.reports.resume import send_claimed
 from broker.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -66,10 +69,17 @@ def run_nightly_reports(
     force: bool = False,
     send: bool = True,
     sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> ReportRun:
     """Build (and send, when delivery is configured) ``day``'s report for every organization that
     existed by the end of that day, or for ``org_ids``; organizations already reported are skipped
-    unless ``force``. One organization's failure is logged and recorded, and the rest go on."""
+    unless ``force``. One organization's failure is logged and recorded, and the rest go on.
+
+    ``now`` is the reports' time (what they count up to, their generated-at); ``clock`` tells the
+    time when each delivery is claimed and sent (default: ``now``). A run works through the
+    organizations one by one, so the scheduler passes its clock: a claim stamped with the run's
+    start would look stale to the resume job sooner than it is."""
+    stamp = clock or (lambda: now)
     day = day or latest_due_day(now, settings)
     options = ReportOptions.from_settings(settings)
     config = DeliveryConfig.from_settings(settings)
@@ -85,8 +95,9 @@ def run_nightly_reports(
             query = query.where(Organization.id.in_(org_ids))
         orgs = list(session.scalars(query))
     for org_id in orgs:
+        claims = pending(config, stamp())
         try:
-            stored = _build_one(database, org_id, day, options, config, now, force=force)
+            stored = _build_one(database, org_id, day, options, claims, now, force=force)
         except Exception as exc:  # one organization's bad data must not cost the others their report
             _log.exception("cost report for %s on %s failed", org_id, day)
             run.failed[org_id] = f"{type(exc).__name__}: {exc}"
@@ -98,15 +109,10 @@ def run_nightly_reports(
         _log.info(
             "cost report for %s on %s stored: %s spent", org_id, day, stored.data["totals"]["spend_usd"]
         )
-        if config.any_on:
-            record = deliver(stored, config, now, sleep=sleep)
-            run.delivery[org_id] = record
-            with database.sessions.begin() as session:
-                session.execute(
-                    update(CostReport)
-                    .where(CostReport.org_id == org_id, CostReport.day == day)
-                    .values(delivery=record)
-                )
+        if claims:
+            run.delivery[org_id] = send_claimed(
+                database, org_id, day, stored, config, claims, stamp, sleep=sleep
+            )
     return run
 
 
@@ -115,7 +121,7 @@ def _build_one(
     org_id: str,
     day: date,
     options: ReportOptions,
-    config: DeliveryConfig,
+    claims: dict[str, Any],
     now: datetime,
     *,
     force: bool,
@@ -125,7 +131,7 @@ def _build_one(
             return None  # another replica is building it right now
         if not force and report_exists(session, org_id, day):
             return None
-        return build_and_store(session, org_id, day, options, now, delivery=pending(config))
+        return build_and_store(session, org_id, day, options, now, delivery=claims)
 
 
 __all__ = ["LOCK_PREFIX", "ReportRun", "latest_due_day", "report_time", "run_nightly_reports"]

@@ -26,6 +26,13 @@ _HUNDRED = Decimal(100)
 
 CAPACITY_LABELS = {"on-demand": "On-demand", "spot": "Spot", "reserved": "Reserved"}
 UNASSIGNED = "Unassigned"
+BREAKDOWN_TITLES = {  # dimension -> heading, in the report's order
+    "project": "Spend by project",
+    "cloud": "Spend by cloud",
+    "region": "Spend by region",
+    "capacity_type": "Spend by capacity type",
+    "gpu_type": "Spend by GPU type",
+}
 
 
 class CostItem(Protocol):
@@ -313,21 +320,17 @@ def _dimensions(inputs: ReportInputs) -> list[tuple[str, str, KeyOf]]:
             return "", UNASSIGNED
         return line.project_id, inputs.project_names.get(line.project_id, line.project_id)
 
-    return [
-        ("project", "Spend by project", project),
-        ("cloud", "Spend by cloud", lambda line: (line.provider, line.provider)),
-        (
-            "region",
-            "Spend by region",
-            lambda line: (f"{line.provider}/{line.region}", f"{line.region} ({line.provider})"),
+    keys: dict[str, KeyOf] = {
+        "project": project,
+        "cloud": lambda line: (line.provider, line.provider),
+        "region": lambda line: (f"{line.provider}/{line.region}", f"{line.region} ({line.provider})"),
+        "capacity_type": lambda line: (
+            line.capacity_type,
+            CAPACITY_LABELS.get(line.capacity_type, line.capacity_type),
         ),
-        (
-            "capacity_type",
-            "Spend by capacity type",
-            lambda line: (line.capacity_type, CAPACITY_LABELS.get(line.capacity_type, line.capacity_type)),
-        ),
-        ("gpu_type", "Spend by GPU type", lambda line: (line.accelerator, line.accelerator)),
-    ]
+        "gpu_type": lambda line: (line.accelerator, line.accelerator),
+    }
+    return [(dimension, title, keys[dimension]) for dimension, title in BREAKDOWN_TITLES.items()]
 
 
 def _breakdown(
@@ -485,6 +488,7 @@ def _change_pct(now: Decimal, before: Decimal) -> Decimal | None:
 
 
 __all__ = [
+    "BREAKDOWN_TITLES",
     "CAPACITY_LABELS",
     "HISTORY_DAYS",
     "Anomaly",
