@@ -6,6 +6,8 @@ buffers the samples, and posts them in batches to ``POST /v1/utilization``. A fa
 retried with exponential backoff while samples keep being read into a bounded buffer (the oldest
 are dropped, with a warning, when it is full); a 429 waits as long as its ``Retry-After`` says.
 A 401, 403 or 404 stops the agent: retrying cannot fix a wrong key, role or instance id.
+With ``--cloud aws|gcp|azure`` a thread also watches the cloud's metadata service for a spot
+preemption notice and relays it to the API once (``broker/agent_notices.py``).
 
 The API key is sent as a bearer token and never logged.
 """
@@ -29,6 +31,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from broker.agent_notices import CLOUDS, NoticeWatcher, metadata_source, start_watcher
 from broker.clock import Clock, utc_now
 from providers.http import make_client, retry_after_seconds
 
@@ -458,11 +461,30 @@ def register(
             int, typer.Option(min=0, help="Stop after this many readings (0: run until stopped)")
         ] = 0,
         log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+        cloud: Annotated[
+            str,
+            typer.Option(
+                envvar="GPUBROKER_AGENT_CLOUD",
+                help="Watch this cloud's metadata service for a spot preemption notice and relay it: "
+                "aws, gcp, azure or none",
+            ),
+        ] = "none",
+        metadata_url: Annotated[
+            str | None,
+            typer.Option(envvar="GPUBROKER_METADATA_URL", help="The metadata service (default: the cloud's)"),
+        ] = None,
+        notice_interval: Annotated[
+            float, typer.Option(min=0.1, max=60.0, help="Seconds between metadata checks for a notice")
+        ] = 5.0,
     ) -> None:
-        """Report this machine's GPU utilization to gpubroker every --interval seconds (NVML).
+        """Report this machine's GPU utilization to gpubroker every --interval seconds (NVML), and with
+        --cloud relay the cloud's spot preemption notice the moment it appears.
 
         Exits 3 when there is no GPU to read, 2 when the API refuses the key, role or instance id."""
         _configure_logging(log_level)
+        if cloud not in CLOUDS:
+            typer.echo(f"error: --cloud must be one of {', '.join(CLOUDS)}, not {cloud!r}", err=True)
+            raise typer.Exit(EXIT_REFUSED)
         try:
             reader = NvmlReader(load_nvml())
             names = reader.open()
@@ -488,12 +510,23 @@ def register(
                 api,
                 interval,
             )
+            source = metadata_source(cloud, metadata_url)
+            thread: threading.Thread | None = None
+            if source is not None:
+                watcher = NoticeWatcher(source, client, instance_id, interval=notice_interval, stop=stop)
+                thread = start_watcher(watcher)
+                _log.info("watching the %s metadata service for a preemption notice", cloud)
             try:
                 with _stop_on_signals(stop):
                     loop.run(rounds or None)
             except AgentStopped as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(EXIT_REFUSED) from None
+            finally:
+                if thread is not None and source is not None:
+                    stop.set()
+                    thread.join(timeout=10.0)
+                    source.client.close()
         _log.info("stopped: %d samples posted, %d dropped", loop.posted, loop.dropped)
 
 

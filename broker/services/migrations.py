@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from broker.core.commands import CutOver, Launch, Terminate, WaitForCheckpoint
@@ -40,6 +40,7 @@ from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadEvent, WorkloadRow
 from broker.services.commitments import commitment_reservations
 from broker.services.lifecycle import Topic, record_event, transition, wake
+from broker.services.notices import NOTICE_EVENT, NOTICEABLE_STATES
 from broker.services.placement import build_snapshot, load_offers, without, write_launch_plan
 from broker.services.workloads import enqueue_terminate, row_to_core
 from pricing.egress import egress_per_gb
@@ -334,22 +335,33 @@ def handle_instance_event(session: Session, event: InstanceEvent, ctx: Migration
         now,
         "preemption-notice" if event.kind == "preemption-notice" else "preempted",
         f"{instance.id} on {instance.provider}/{instance.zone or instance.region}: {event.kind}",
-        data={"instance_id": instance.id},
+        data={
+            "instance_id": instance.id,
+            "reclaim_at": event.reclaim_at.isoformat() if event.reclaim_at else None,
+        },
     )
     if not instance.serving:
         return None  # an old or not-yet-serving instance: the plan it belongs to handles it
-    history = dict(row.history)
-    if event.kind == "preemption-notice":
-        history["reclaim_at"] = (event.reclaim_at or event.at).isoformat()
-    else:
-        history["lost_at"] = event.at.isoformat()
-    row.history = history
+    _mark(row, event)
     state = WorkloadState(row.state)
     if state is WorkloadState.MIGRATING:
         return None  # already moving away
     if state is not WorkloadState.RUNNING:
         return None
     return _decide(session, row, instance.id, event, ctx)
+
+
+def _mark(row: WorkloadRow, event: InstanceEvent) -> None:
+    """Put the event in the workload's history, where the engine reads it (``running_workload``).
+
+    ``reclaim_at`` also marks a notice as decided: the migrate job's queue (``handle_losses``) skips
+    a RUNNING workload that has one, and a cut-over or a new placement clears it."""
+    history = dict(row.history)
+    if event.kind == "preemption-notice":
+        history["reclaim_at"] = (event.reclaim_at or event.at).isoformat()
+    else:
+        history["lost_at"] = event.at.isoformat()
+    row.history = history
 
 
 def _decide(
@@ -444,7 +456,8 @@ _MAX_LOSS_ROUNDS = 1000  # a bound, should a workload ever stay RUNNING after it
 
 
 def handle_all_losses(database: Database, ctx: MigrationContext, batch: int = LOSS_BATCH) -> int:
-    """Work the queue ``record_losses`` left, ``batch`` workloads per transaction, until it is empty;
+    """Work the queue ``record_losses`` and ``notices.record_notice`` left (see ``handle_losses``),
+    ``batch`` workloads per transaction, until it is empty;
     returns how many were handled. Small batches commit the first plans (and wake the executor)
     after a fraction of a second instead of after the whole queue, and keep each transaction's
     identity map small (every transition's UPDATE is checked against it)."""
@@ -453,39 +466,73 @@ def handle_all_losses(database: Database, ctx: MigrationContext, batch: int = LO
         with database.sessions.begin() as session:
             done = handle_losses(session, ctx, limit=batch)
         handled += done
-        if done < batch:  # each handled workload leaves RUNNING, so the queue shrinks every round
+        if done < batch:  # each handled workload leaves RUNNING or gets reclaim_at: the queue shrinks
             break
     return handled
 
 
 def handle_losses(session: Session, ctx: MigrationContext, limit: int = LOSS_BATCH) -> int:
-    """The migrate job's half of ``record_losses``: for each RUNNING workload whose serving instance
-    ended, ask the engine (as ``handle_instance_event`` would have) and commit its plan; returns how
-    many were handled. Rows another scheduler holds are skipped (it is handling them)."""
+    """The migrate job's queue: for each RUNNING workload whose serving instance ended
+    (``record_losses``) or has a preemption notice not yet decided (``notices.record_notice``: the
+    node agent's, posted to the API), ask the engine (as ``handle_instance_event`` would have) and
+    commit its plan; returns how many were handled. Rows another scheduler holds are skipped (it is
+    handling them).
+
+    A notice is decided once: deciding writes ``reclaim_at`` into the workload's history, which
+    takes it out of this queue whether the engine moved it (MIGRATING) or kept it where it is (no
+    better place: it waits for the preemption, which comes back through ``record_losses``)."""
     ended = select(InstanceRow.workload_id).where(
         InstanceRow.serving.is_(True), InstanceRow.state.in_(_ENDED_BY_PROVIDER)
     )
+    noticed = select(InstanceRow.workload_id).where(
+        InstanceRow.serving.is_(True),
+        InstanceRow.notice_at.is_not(None),
+        InstanceRow.state.in_(NOTICEABLE_STATES),
+    )
+    undecided = and_(WorkloadRow.id.in_(noticed), not_(WorkloadRow.history.has_key("reclaim_at")))
     rows = session.scalars(
         select(WorkloadRow)
-        .where(WorkloadRow.state == WorkloadState.RUNNING.value, WorkloadRow.id.in_(ended))
+        .where(WorkloadRow.state == WorkloadState.RUNNING.value, or_(WorkloadRow.id.in_(ended), undecided))
         .order_by(WorkloadRow.updated_at, WorkloadRow.id)
         .with_for_update(skip_locked=True)
         .limit(limit)
     ).all()
     for row in rows:
+        serving = select(InstanceRow).where(InstanceRow.workload_id == row.id, InstanceRow.serving.is_(True))
         instance = session.scalars(
-            select(InstanceRow)
-            .where(
-                InstanceRow.workload_id == row.id,
-                InstanceRow.serving.is_(True),
-                InstanceRow.state.in_(_ENDED_BY_PROVIDER),
+            serving.where(InstanceRow.state.in_(_ENDED_BY_PROVIDER)).order_by(InstanceRow.node_index).limit(1)
+        ).first()
+        if instance is not None:  # gone already: a notice it may also have had is moot
+            event = InstanceEvent(instance.id, instance.state, instance.ended_at or ctx.now)
+        else:
+            instance = session.scalars(
+                serving.where(InstanceRow.notice_at.is_not(None), InstanceRow.state.in_(NOTICEABLE_STATES))
+                .order_by(InstanceRow.notice_at, InstanceRow.node_index)
+                .limit(1)
+            ).one()
+            notice_at = instance.notice_at or ctx.now
+            event = InstanceEvent(
+                instance.id, "preemption-notice", notice_at, _noticed_reclaim_at(session, row.id, instance.id)
             )
-            .order_by(InstanceRow.node_index)
-            .limit(1)
-        ).one()
-        event = InstanceEvent(instance.id, instance.state, instance.ended_at or ctx.now)
+            _mark(row, event)
         _decide(session, row, instance.id, event, ctx)
     return len(rows)
+
+
+def _noticed_reclaim_at(session: Session, workload_id: str, instance_id: str) -> datetime | None:
+    """The reclaim time the latest notice for ``instance_id`` carried (its workload event's data)."""
+    data = session.scalar(
+        select(WorkloadEvent.data)
+        .where(
+            WorkloadEvent.workload_id == workload_id,
+            WorkloadEvent.kind == NOTICE_EVENT,
+            WorkloadEvent.data["instance_id"].astext == instance_id,
+        )
+        .order_by(WorkloadEvent.id.desc())
+        .limit(1)
+    )
+    value = (data or {}).get("reclaim_at")
+    return datetime.fromisoformat(value) if value else None
 
 
 def replan_after_refusal(
