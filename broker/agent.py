@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import random
 import signal
 import sys
 import threading
@@ -33,7 +32,7 @@ import typer
 
 from broker.agent_notices import CLOUDS, NoticeWatcher, metadata_source, start_watcher
 from broker.clock import Clock, utc_now
-from providers.http import make_client, retry_after_seconds
+from providers.http import backoff_delay, make_client, retry_after_seconds
 
 _log = logging.getLogger(__name__)
 
@@ -344,8 +343,7 @@ class UtilizationAgent:
 
     def _failed(self, why: str) -> float:
         self._failures += 1
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self._failures - 1, 30))
-        delay *= 1 - self.jitter * random.random()  # spread a fleet of agents retrying at once
+        delay = backoff_delay(self._failures, self.backoff_initial, self.backoff_max, self.jitter)
         _log.warning("%s; retrying in %.1f s (%d samples buffered)", why, delay, len(self.buffer))
         return delay
 

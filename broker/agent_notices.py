@@ -22,7 +22,6 @@ with exponential backoff, a 429 waits as its ``Retry-After`` says, and 401/403/4
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 import httpx
 
 from broker.clock import Clock, utc_now
-from providers.http import retry_after_seconds
+from providers.http import backoff_delay, retry_after_seconds
 
 _log = logging.getLogger(__name__)
 
@@ -367,8 +366,7 @@ class NoticeWatcher:
 
     def _failed(self, why: str) -> float:
         self._failures += 1
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** min(self._failures - 1, 30))
-        delay *= 1 - self.jitter * random.random()  # a fleet of agents noticed at once must not stampede
+        delay = backoff_delay(self._failures, self.backoff_initial, self.backoff_max, self.jitter)
         _log.warning("%s; posting the preemption notice again in %.1f s", why, delay)
         return delay
 

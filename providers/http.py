@@ -8,6 +8,7 @@ provider's own error codes first (a capacity error hidden in a 400 body, say) an
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -64,6 +65,14 @@ def retry_after_seconds(response: httpx.Response, now: datetime | None = None) -
     except (TypeError, ValueError):
         return None
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def backoff_delay(failures: int, initial: float, longest: float, jitter: float) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: ``initial`` doubled each time up
+    to ``longest``, less up to ``jitter`` of it at random, so a fleet of clients retrying at once
+    spreads out instead of stampeding."""
+    delay = min(longest, initial * 2 ** min(max(failures, 1) - 1, 30))
+    return delay * (1 - jitter * random.random())
 
 
 def error_for_status(

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from broker.core.errors import Transient
-from providers.http import json_decimal, make_client, malformed_is_transient, send
+from providers.http import backoff_delay, json_decimal, make_client, malformed_is_transient, send
 
 
 def test_send_maps_a_refused_connection_to_transient() -> None:
@@ -60,3 +60,10 @@ def test_malformed_is_transient_turns_a_missing_field_into_transient() -> None:
 )
 def test_json_decimal(value: object, expected: Decimal | None) -> None:
     assert json_decimal(value) == expected
+
+
+def test_backoff_doubles_up_to_its_longest_and_jitter_only_shortens() -> None:
+    assert [backoff_delay(n, 1.0, 30.0, 0.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert backoff_delay(10_000, 1.0, 30.0, 0.0) == 30  # no overflow however long it fails
+    delays = [backoff_delay(3, 1.0, 30.0, 0.2) for _ in range(200)]
+    assert all(3.2 <= d <= 4.0 for d in delays) and len(set(delays)) > 1
