@@ -41,6 +41,9 @@ class InstanceOut(BaseModel):
     commitment_id: str | None = Field(description="The commitment it runs under (prepaid capacity)")
     state: str
     state_reason: str | None
+    notice_at: datetime | None = Field(
+        description="When the provider (or the node agent) announced a spot preemption; null without one"
+    )
     launched_at: datetime | None
     ended_at: datetime | None
     created_at: datetime

@@ -45,6 +45,7 @@ class InstanceView:
     commitment_id: str | None
     state: str
     state_reason: str | None
+    notice_at: datetime | None
     launched_at: datetime | None
     ended_at: datetime | None
     created_at: datetime
@@ -81,6 +82,7 @@ def _view(row: InstanceRow, project: str, util: Decimal | None) -> InstanceView:
         commitment_id=row.commitment_id,
         state=row.state,
         state_reason=row.state_reason,
+        notice_at=row.notice_at,
         launched_at=row.launched_at,
         ended_at=row.ended_at,
         created_at=row.created_at,

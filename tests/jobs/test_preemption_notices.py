@@ -154,6 +154,8 @@ def test_a_second_notice_is_a_no_op_202_that_says_so(broker: Broker) -> None:
     assert body["recorded"] is False and "already recorded" in body["detail"]
     assert datetime.fromisoformat(body["notice_at"]) == first_at
     assert instance_row(broker.database, instance_id).notice_at == first_at
+    shown = broker.client.get(f"/v1/instances/{instance_id}", headers=broker.tenant.viewer).json()
+    assert datetime.fromisoformat(shown["notice_at"]) == first_at  # the API shows the first notice
     assert len(notice_events(broker.database, workload_id)) == 1
     assert broker.scheduler.run_losses() == 1  # one decision for the two posts
     assert broker.scheduler.run_losses() == 0
