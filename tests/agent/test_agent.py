@@ -34,7 +34,7 @@ from broker.db.engine import Database
 from broker.db.fleet import UtilizationSample
 from tests.agent.fake_nvml import FakeGpu, FakeNvml
 from tests.api.conftest import NOW, Tenant, make_tenant
-from tests.api.test_utilization_api import add_instance
+from tests.fleet_rows import add_running_instance
 
 runner = CliRunner()
 
@@ -207,7 +207,7 @@ def test_samples_from_nvml_reach_the_database_and_the_summary(
     api: Callable[[dict[str, str]], TestClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    inst = add_instance(database, tenant.org_id, gpus=2)
+    inst = add_running_instance(database, tenant.org_id, gpus=2)
     clock = FakeClock(NOW - timedelta(minutes=2))
     agent = UtilizationAgent(
         opened(two_gpus()), api(tenant.operator), inst, interval=10, clock=clock, sleep=clock.sleep
@@ -238,7 +238,7 @@ def test_samples_from_nvml_reach_the_database_and_the_summary(
 def test_reposting_after_a_lost_response_is_harmless(
     database: Database, tenant: Tenant, api: Callable[[dict[str, str]], TestClient]
 ) -> None:
-    inst = add_instance(database, tenant.org_id, gpus=2)
+    inst = add_running_instance(database, tenant.org_id, gpus=2)
     clock = FakeClock(NOW - timedelta(minutes=1))
     client = api(tenant.operator)
     agent = UtilizationAgent(opened(two_gpus()), client, inst, clock=clock, sleep=clock.sleep)
@@ -259,7 +259,7 @@ def test_refusals_stop_the_agent_with_a_clear_message(
     role_or_instance: str,
     expected: str,
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     headers = {
         "viewer": tenant.viewer,
         "unknown-instance": tenant.operator,
@@ -280,7 +280,7 @@ def test_a_batch_the_api_rejects_for_good_is_dropped_not_retried_forever(
     api: Callable[[dict[str, str]], TestClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     clock = FakeClock(NOW + timedelta(minutes=10))  # this machine's clock runs ahead of the server's
     agent = UtilizationAgent(opened(two_gpus()), api(tenant.operator), inst, clock=clock, sleep=clock.sleep)
     with caplog.at_level(logging.ERROR, logger="broker.agent"):
@@ -433,7 +433,7 @@ def test_cli_without_nvidia_ml_py_exits_3(monkeypatch: pytest.MonkeyPatch) -> No
 def test_cli_reports_to_the_api_with_the_instance_id_from_the_environment(
     database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     key = tenant.operator["Authorization"].split()[1]
     seen: dict[str, Any] = {}
 
@@ -457,7 +457,7 @@ def test_cli_reports_to_the_api_with_the_instance_id_from_the_environment(
 
 
 def test_cli_exits_2_when_the_api_refuses_the_key(database: Database, tenant: Tenant) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     key = tenant.viewer["Authorization"].split()[1]
 
     def client_factory(base_url: str, headers: dict[str, str]) -> httpx.Client:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from broker.db.engine import Database
 from tests.api.conftest import NOW, make_tenant
-from tests.api.test_utilization_api import add_instance
+from tests.fleet_rows import add_running_instance
 
 RECORDING = json.loads((Path(__file__).parent / "data" / "h100_agent_batches.json").read_text())
 
@@ -45,7 +45,7 @@ def readings() -> list[dict[str, Any]]:
 @pytest.fixture
 def client(database: Database) -> Iterator[tuple[TestClient, TestClient, str]]:
     tenant = make_tenant(database, "acme")
-    instance = add_instance(database, tenant.org_id, gpus=1)
+    instance = add_running_instance(database, tenant.org_id, gpus=1)
     app = create_app(database, clock=lambda: NOW)
     with (
         TestClient(app, headers=tenant.operator) as operator,

@@ -18,7 +18,7 @@ from broker.db.engine import Database
 from broker.db.fleet import CommitmentRow
 from broker.services.commitments import active_commitments, commitment_reservations
 from tests.api.conftest import NOW, Tenant
-from tests.api.test_instances_api import add_instance, add_workload, default_project
+from tests.fleet_rows import HOUR_AGO, add_instance_row, add_workload_row, ensure_project
 
 START = datetime(2026, 11, 20, tzinfo=UTC)
 END = datetime(2026, 12, 20, tzinfo=UTC)
@@ -111,7 +111,7 @@ def test_create_get_list_patch_delete(client: TestClient, database: Database, te
 
 def test_a_project_is_resolved_by_name_or_id(client: TestClient, database: Database, tenant: Tenant) -> None:
     with database.sessions() as s:
-        project_id = default_project(s, tenant.org_id)
+        project_id = ensure_project(s, tenant.org_id)
     assert create(client, tenant, project="default")["project"] == "default"
     assert create(client, tenant, project=project_id)["project"] == "default"
 
@@ -192,36 +192,48 @@ def test_usage_of_one_day_matches_a_hand_computation(
     cid = create(client, tenant)["id"]
     other = create(client, tenant)["id"]
     with database.sessions.begin() as s:
-        project = default_project(s, tenant.org_id)
-        wl = add_workload(s, tenant.org_id, project)
+        project = ensure_project(s, tenant.org_id)
+        wl = add_workload_row(s, tenant.org_id, project)
         day = datetime(2026, 11, 22, tzinfo=UTC)
         # One 8-GPU instance ran 6 h of the day under the commitment ...
-        add_instance(
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            wl,
+            workload_id=wl,
             commitment_id=cid,
             state="terminated",
             launched_at=day + timedelta(hours=6),
             ended_at=day + timedelta(hours=12),
+            created_at=HOUR_AGO,
         )
         # ... one ran under another commitment, one not under any, one never launched: none count.
-        add_instance(
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            wl,
+            workload_id=wl,
+            state="running",
             commitment_id=other,
             launched_at=day,
             ended_at=day + timedelta(hours=20),
+            created_at=HOUR_AGO,
         )
-        add_instance(s, tenant.org_id, project, wl, launched_at=day, ended_at=day + timedelta(hours=20))
-        add_instance(
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            wl,
+            workload_id=wl,
+            state="running",
+            launched_at=day,
+            ended_at=day + timedelta(hours=20),
+            created_at=HOUR_AGO,
+        )
+        add_instance_row(
+            s,
+            tenant.org_id,
+            project,
+            workload_id=wl,
             commitment_id=cid,
             state="failed",
             launched_at=None,
@@ -258,27 +270,29 @@ def test_usage_of_one_day_matches_a_hand_computation(
 def test_usage_defaults_to_the_term_so_far(client: TestClient, database: Database, tenant: Tenant) -> None:
     cid = create(client, tenant)["id"]
     with database.sessions.begin() as s:
-        project = default_project(s, tenant.org_id)
-        wl = add_workload(s, tenant.org_id, project)
-        add_instance(
+        project = ensure_project(s, tenant.org_id)
+        wl = add_workload_row(s, tenant.org_id, project)
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            wl,
+            workload_id=wl,
             commitment_id=cid,
             state="terminated",
             launched_at=datetime(2026, 11, 22, 6, tzinfo=UTC),
             ended_at=datetime(2026, 11, 22, 12, tzinfo=UTC),
+            created_at=HOUR_AGO,
         )
         # Still running: 4 GPUs from 06:00 today until now (12:00).
-        add_instance(
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            wl,
+            workload_id=wl,
             commitment_id=cid,
             gpus=4,
             launched_at=datetime(2026, 11, 24, 6, tzinfo=UTC),
+            created_at=HOUR_AGO,
         )
     body = client.get(f"/v1/commitments/{cid}/usage", headers=tenant.viewer).json()
     assert (body["start"], body["end"]) == ("2026-11-20T00:00:00Z", "2026-11-24T12:00:00Z")
@@ -443,13 +457,18 @@ def test_active_commitments_and_reservations_for_the_scheduler(
     )
     create(client, other_tenant, reservation_id="cr-theirs")
     with database.sessions.begin() as s:
-        project = default_project(s, tenant.org_id)
-        wl = add_workload(s, tenant.org_id, project)
+        project = ensure_project(s, tenant.org_id)
+        wl = add_workload_row(s, tenant.org_id, project)
         for state, gpus in (("requested", 1), ("pending", 1), ("running", 2), ("terminating", 1)):
-            add_instance(s, tenant.org_id, project, wl, commitment_id=live, state=state, gpus=gpus)
+            add_instance_row(
+                s, tenant.org_id, project, workload_id=wl, commitment_id=live, state=state, gpus=gpus
+            )
         for state in ("terminated", "preempted", "failed", "lost"):
-            add_instance(s, tenant.org_id, project, wl, commitment_id=live, state=state, gpus=8)
-        add_instance(s, tenant.org_id, project, wl, commitment_id=full, gpus=8)  # over the count: capped
+            add_instance_row(
+                s, tenant.org_id, project, workload_id=wl, commitment_id=live, state=state, gpus=8
+            )
+        # Over the count: capped.
+        add_instance_row(s, tenant.org_id, project, workload_id=wl, commitment_id=full, gpus=8)
     with database.sessions() as s:
         active = {c.commitment_id: c for c in active_commitments(s, tenant.org_id, NOW)}
         reservations = commitment_reservations(s, tenant.org_id)

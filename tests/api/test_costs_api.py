@@ -10,7 +10,7 @@ from sqlalchemy import select
 from broker.db.engine import Database
 from broker.db.fleet import Project
 from tests.api.conftest import NOW, Tenant
-from tests.services.test_costs import add_commitment, add_instance, add_prices, add_project, new_org
+from tests.services.test_costs import add_commitment, add_prices, add_project, add_testcloud_instance, new_org
 
 MIDNIGHT = datetime(2026, 11, 24, tzinfo=UTC)  # NOW is 12:00 on this day
 H = timedelta(hours=1)
@@ -34,22 +34,32 @@ def _fleet(database: Database, tenant: Tenant) -> dict[str, str]:
         ).one()
         research = add_project(s, tenant.org_id, "research", max_usd_per_month="1000")
         add_prices(s, datetime(2026, 11, 1, tzinfo=UTC), [("r1", "", "t8", "H100", 8, "on-demand", "40")])
-        a = add_instance(
-            s, tenant.org_id, default, launched_at=MIDNIGHT - 2 * H, ended_at=MIDNIGHT + 2 * H, price="30"
+        a = add_testcloud_instance(
+            s,
+            tenant.org_id,
+            default,
+            launched_at=MIDNIGHT - 2 * H,
+            ended_at=MIDNIGHT + 2 * H,
+            price_per_hour="30",
         )
-        b = add_instance(
-            s, tenant.org_id, research, launched_at=MIDNIGHT + 8 * H, price="16", capacity_type="spot"
+        b = add_testcloud_instance(
+            s,
+            tenant.org_id,
+            research,
+            launched_at=MIDNIGHT + 8 * H,
+            price_per_hour="16",
+            capacity_type="spot",
         )
         add_prices(s, MIDNIGHT + 10 * H, [("r1", "r1-a", "t8", "H100", 8, "spot", "8")])
         c = add_commitment(
             s, tenant.org_id, starts_at=MIDNIGHT, ends_at=MIDNIGHT + timedelta(days=30), project_id=research
         )
-        d = add_instance(
+        d = add_testcloud_instance(
             s, tenant.org_id, default, launched_at=MIDNIGHT + 6 * H, commitment_id=c, capacity_type="reserved"
         )
         # Another organization's spend, which must never show.
         other_org, other_project = new_org(s, "stranger")
-        add_instance(s, other_org, other_project, launched_at=MIDNIGHT, price="1000")
+        add_testcloud_instance(s, other_org, other_project, launched_at=MIDNIGHT, price_per_hour="1000")
         add_commitment(s, other_org, starts_at=MIDNIGHT, ends_at=NOW)
     return {"default": default, "research": research, "a": a, "b": b, "c": c, "d": d}
 

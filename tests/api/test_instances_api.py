@@ -1,144 +1,59 @@
-"""/v1/instances on a real database: fields, filters, keyset pages, utilization, tenant isolation.
-
-Also home of the helpers the fleet API tests share to put workloads and instances in the database
-directly (the scheduler that normally writes them is not under test here)."""
+"""/v1/instances on a real database: fields, filters, keyset pages, utilization, tenant isolation."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import get_args
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from api.routes.instances import InstanceState
 from broker.db.engine import Database
-from broker.db.fleet import INSTANCE_STATES, InstanceRow, Project, UtilizationSample, WorkloadRow
+from broker.db.fleet import INSTANCE_STATES, UtilizationSample
 from tests.api.conftest import NOW, Tenant
-
-_ids = itertools.count(1)
-
-
-def default_project(session: Session, org_id: str, name: str = "default") -> str:
-    return session.scalars(select(Project.id).where(Project.org_id == org_id, Project.name == name)).one()
-
-
-def add_workload(
-    session: Session,
-    org_id: str,
-    project_id: str,
-    *,
-    state: str = "RUNNING",
-    gpus_per_node: int = 8,
-    nodes: int = 1,
-    created_at: datetime = NOW,
-) -> str:
-    """A workload row as the API would have stored it (only the columns that must be set)."""
-    wid = f"wl_test{next(_ids):06d}"
-    session.add(
-        WorkloadRow(
-            id=wid,
-            org_id=org_id,
-            project_id=project_id,
-            state=state,
-            spec={},
-            gpus_per_node=gpus_per_node,
-            nodes=nodes,
-            created_at=created_at,
-            updated_at=created_at,
-            state_changed_at=created_at,
-        )
-    )
-    session.flush()
-    return wid
-
-
-def add_instance(
-    session: Session,
-    org_id: str,
-    project_id: str,
-    workload_id: str,
-    *,
-    gpus: int = 8,
-    state: str = "running",
-    provider: str = "aws",
-    capacity_type: str = "on-demand",
-    price_per_hour: str = "10",
-    commitment_id: str | None = None,
-    launched_at: datetime | None = None,
-    ended_at: datetime | None = None,
-    created_at: datetime = NOW - timedelta(hours=1),
-    instance_id: str | None = None,
-) -> str:
-    iid = instance_id or f"i_test{next(_ids):06d}"
-    session.add(
-        InstanceRow(
-            id=iid,
-            org_id=org_id,
-            project_id=project_id,
-            workload_id=workload_id,
-            provider=provider,
-            provider_instance_id=f"prov-{iid}",
-            region="us-east-1",
-            zone="us-east-1a",
-            instance_type="p5.48xlarge",
-            accelerator="H100",
-            gpus=gpus,
-            capacity_type=capacity_type,
-            price_per_hour=Decimal(price_per_hour),
-            commitment_id=commitment_id,
-            state=state,
-            launched_at=launched_at,
-            ended_at=ended_at,
-            created_at=created_at,
-            updated_at=created_at,
-        )
-    )
-    session.flush()
-    return iid
+from tests.fleet_rows import add_instance_row, add_workload_row, ensure_project
 
 
 def _fleet(database: Database, tenant: Tenant) -> dict[str, str]:
     """Three instances of one workload and one of another, created a minute apart."""
+    org = tenant.org_id
     with database.sessions.begin() as s:
-        project = default_project(s, tenant.org_id)
-        w1 = add_workload(s, tenant.org_id, project)
-        w2 = add_workload(s, tenant.org_id, project)
+        project = ensure_project(s, org)
+        w1 = add_workload_row(s, org, project)
+        w2 = add_workload_row(s, org, project)
         base = NOW - timedelta(hours=2)
         return {
-            "a": add_instance(
+            "a": add_instance_row(
                 s,
-                tenant.org_id,
+                org,
                 project,
-                w1,
+                workload_id=w1,
                 created_at=base,
                 launched_at=base,
                 state="terminated",
                 ended_at=base + timedelta(minutes=30),
             ),
-            "b": add_instance(
+            "b": add_instance_row(
                 s,
-                tenant.org_id,
+                org,
                 project,
-                w1,
+                workload_id=w1,
                 created_at=base + timedelta(minutes=1),
                 launched_at=base,
                 capacity_type="spot",
                 price_per_hour="3.25",
             ),
-            "c": add_instance(
+            "c": add_instance_row(
                 s,
-                tenant.org_id,
+                org,
                 project,
-                w1,
+                workload_id=w1,
                 created_at=base + timedelta(minutes=2),
                 provider="gcp",
                 state="pending",
             ),
-            "d": add_instance(s, tenant.org_id, project, w2, created_at=base + timedelta(minutes=3)),
+            "d": add_instance_row(s, org, project, workload_id=w2, created_at=base + timedelta(minutes=3)),
             "w1": w1,
             "w2": w2,
         }
@@ -171,6 +86,7 @@ def test_get_one_has_every_field_and_money_is_a_string(
         "commitment_id": None,
         "state": "running",
         "state_reason": None,
+        "notice_at": None,
         "launched_at": "2026-11-24T10:00:00Z",
         "ended_at": None,
         "created_at": "2026-11-24T10:01:00Z",

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from broker.db.engine import Database
 from broker.db.fleet import ApiKey
 from tests.api.conftest import NOW, Tenant
-from tests.api.test_instances_api import add_instance, add_workload, default_project
+from tests.fleet_rows import HOUR_AGO, add_instance_row, add_workload_row, ensure_project
 
 
 def test_an_org_starts_with_its_default_project_and_no_usage(client: TestClient, tenant: Tenant) -> None:
@@ -88,23 +88,30 @@ def test_usage_counts_unfinished_workloads_and_spend_outside_commitments(
 ) -> None:
     month = datetime(2026, 11, 1, tzinfo=UTC)
     with database.sessions.begin() as s:
-        project = default_project(s, tenant.org_id)
-        running = add_workload(s, tenant.org_id, project, state="RUNNING", gpus_per_node=4, nodes=2)
-        add_workload(s, tenant.org_id, project, state="PENDING", gpus_per_node=1)
-        add_workload(s, tenant.org_id, project, state="SUCCEEDED", gpus_per_node=8)
+        project = ensure_project(s, tenant.org_id)
+        running = add_workload_row(s, tenant.org_id, project, state="RUNNING", gpus_per_node=4, nodes=2)
+        add_workload_row(s, tenant.org_id, project, state="PENDING", gpus_per_node=1)
+        add_workload_row(s, tenant.org_id, project, state="SUCCEEDED", gpus_per_node=8)
         # $10/h since 22:00 on Oct 31: only Nov 1 00:00 to now (23.5 days = 564 h) is this month's.
-        add_instance(
+        add_instance_row(
             s,
             tenant.org_id,
             project,
-            running,
+            workload_id=running,
             price_per_hour="10",
             launched_at=month - timedelta(hours=2),
             created_at=month - timedelta(hours=2),
         )
         # Under a commitment: prepaid, adds nothing.
-        add_instance(
-            s, tenant.org_id, project, running, price_per_hour="99", commitment_id="cmt_x", launched_at=month
+        add_instance_row(
+            s,
+            tenant.org_id,
+            project,
+            workload_id=running,
+            price_per_hour="99",
+            commitment_id="cmt_x",
+            launched_at=month,
+            created_at=HOUR_AGO,
         )
     body = client.get("/v1/projects/default", headers=tenant.viewer).json()
     assert body["usage"] == {"gpus_in_use": 9, "spent_usd_this_month": "5640.000000"}

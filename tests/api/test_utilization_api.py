@@ -11,65 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from broker.db.engine import Database
-from broker.db.fleet import InstanceRow, Project, UtilizationSample, WorkloadRow
-from broker.services.tenancy import find_project, new_id
+from broker.db.fleet import InstanceRow, UtilizationSample
 from broker.services.utilization import latest_utilization
 from tests.api.conftest import NOW, Tenant
-
-
-def add_instance(
-    database: Database,
-    org_id: str,
-    *,
-    project: str = "default",
-    provider: str = "aws",
-    region: str = "us-east-1",
-    capacity_type: str = "on-demand",
-    gpus: int = 8,
-) -> str:
-    """A running instance of ``org_id`` (with the workload it serves) in ``project`` (made if new)."""
-    with database.sessions.begin() as session:
-        prj = find_project(session, org_id, project)
-        if prj is None:
-            prj = Project(id=new_id("prj"), org_id=org_id, name=project, created_at=NOW)
-            session.add(prj)
-            session.flush()
-        workload_id = new_id("wl")
-        session.add(
-            WorkloadRow(
-                id=workload_id,
-                org_id=org_id,
-                project_id=prj.id,
-                state="RUNNING",
-                spec={"gpu": "H100", "count": gpus},
-                gpus_per_node=gpus,
-                nodes=1,
-                created_at=NOW,
-                updated_at=NOW,
-                state_changed_at=NOW,
-            )
-        )
-        session.flush()
-        instance_id = new_id("in")
-        session.add(
-            InstanceRow(
-                id=instance_id,
-                org_id=org_id,
-                project_id=prj.id,
-                workload_id=workload_id,
-                provider=provider,
-                region=region,
-                instance_type="p5.48xlarge",
-                accelerator="H100",
-                gpus=gpus,
-                capacity_type=capacity_type,
-                price_per_hour=Decimal("98.32"),
-                state="running",
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
-    return instance_id
+from tests.fleet_rows import add_running_instance
 
 
 def sample(
@@ -113,7 +58,7 @@ def stored(database: Database) -> list[UtilizationSample]:
 def test_post_stores_samples_and_a_repost_counts_duplicates(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     batch = [sample(inst, 0, util="87.5"), sample(inst, 1, util="3", power=None)]
     first = post(client, tenant, *batch)
     assert first.status_code == 202
@@ -134,7 +79,7 @@ def test_post_stores_samples_and_a_repost_counts_duplicates(
 def test_duplicates_inside_one_batch_are_stored_once(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     response = post(client, tenant, sample(inst, util="10"), sample(inst, util="20"))
     assert response.json() == {"accepted": 1, "duplicates": 1}
     assert len(stored(database)) == 1
@@ -143,7 +88,7 @@ def test_duplicates_inside_one_batch_are_stored_once(
 def test_a_full_batch_of_ten_thousand_samples_goes_in_one_post(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     samples = [
         sample(inst, gpu_index=i % 8, at=NOW - timedelta(seconds=10 * (i // 8) + 1), util=str(i % 101))
         for i in range(10_000)
@@ -162,7 +107,7 @@ def test_a_full_batch_of_ten_thousand_samples_goes_in_one_post(
 def test_unknown_instance_is_a_404_naming_it_and_stores_nothing(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     response = post(client, tenant, sample(inst), sample("in_nope"), sample("in_gone"))
     assert response.status_code == 404
     body = response.json()
@@ -175,7 +120,7 @@ def test_unknown_instance_is_a_404_naming_it_and_stores_nothing(
 def test_another_orgs_instance_is_the_same_404(
     client: TestClient, database: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    theirs = add_instance(database, other_tenant.org_id)
+    theirs = add_running_instance(database, other_tenant.org_id)
     response = post(client, tenant, sample(theirs))
     assert response.status_code == 404
     assert response.json()["instance_ids"] == [theirs]
@@ -203,7 +148,7 @@ def test_another_orgs_instance_is_the_same_404(
 def test_invalid_samples_are_422_naming_the_field(
     client: TestClient, database: Database, tenant: Tenant, change: dict[str, Any], field: str
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     response = post(client, tenant, {**sample(inst), **change}, sample(inst, gpu_index=1))
     assert response.status_code == 422, response.text
     body = response.json()
@@ -215,7 +160,7 @@ def test_invalid_samples_are_422_naming_the_field(
 def test_times_at_the_edges_of_the_window_are_accepted(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     response = post(
         client,
         tenant,
@@ -228,7 +173,7 @@ def test_times_at_the_edges_of_the_window_are_accepted(
 def test_an_empty_batch_and_an_unknown_top_level_field_are_422(
     client: TestClient, database: Database, tenant: Tenant
 ) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     empty = client.post("/v1/utilization", json={"samples": []}, headers=tenant.operator)
     assert empty.status_code == 422 and empty.json()["errors"][0]["field"] == "samples"
     extra = client.post(
@@ -238,7 +183,7 @@ def test_an_empty_batch_and_an_unknown_top_level_field_are_422(
 
 
 def test_posting_needs_an_operator_key(client: TestClient, database: Database, tenant: Tenant) -> None:
-    inst = add_instance(database, tenant.org_id)
+    inst = add_running_instance(database, tenant.org_id)
     body = {"samples": [sample(inst)]}
     assert client.post("/v1/utilization", json=body).status_code == 401
     forbidden = client.post("/v1/utilization", json=body, headers=tenant.viewer)
@@ -261,8 +206,10 @@ def fleet(client: TestClient, database: Database, tenant: Tenant, other_tenant: 
     a/1 @T1:  2%,  8000/80000 MiB (10%), 100 W    b/0 @T2: 50%, 20000/80000 (25%), power n/a
     a/0 @T2: 90%, 60000/80000 MiB (75%), 600 W
     plus a/0 two hours ago (outside the default hour)."""
-    a = add_instance(database, tenant.org_id, provider="aws", region="us-east-1", capacity_type="on-demand")
-    b = add_instance(
+    a = add_running_instance(
+        database, tenant.org_id, provider="aws", region="us-east-1", capacity_type="on-demand"
+    )
+    b = add_running_instance(
         database,
         tenant.org_id,
         project="research",
@@ -270,7 +217,7 @@ def fleet(client: TestClient, database: Database, tenant: Tenant, other_tenant: 
         region="us-central1",
         capacity_type="spot",
     )
-    theirs = add_instance(database, other_tenant.org_id, provider="aws", region="us-east-1")
+    theirs = add_running_instance(database, other_tenant.org_id, provider="aws", region="us-east-1")
     ok = post(
         client,
         tenant,
@@ -419,10 +366,10 @@ def test_summary_accepts_a_93_day_span(client: TestClient, tenant: Tenant, fleet
 def test_latest_utilization_averages_each_gpus_newest_sample_in_the_last_ten_minutes(
     client: TestClient, database: Database, tenant: Tenant, other_tenant: Tenant
 ) -> None:
-    a = add_instance(database, tenant.org_id)
-    stale = add_instance(database, tenant.org_id)
-    silent = add_instance(database, tenant.org_id)
-    theirs = add_instance(database, other_tenant.org_id)
+    a = add_running_instance(database, tenant.org_id)
+    stale = add_running_instance(database, tenant.org_id)
+    silent = add_running_instance(database, tenant.org_id)
+    theirs = add_running_instance(database, other_tenant.org_id)
     post(
         client,
         tenant,
@@ -548,12 +495,12 @@ def idle_fleet(
     silent: 0 % at exactly -30 min, just outside the window
     stopped: idle samples, but no longer running; theirs: another org's idle instance."""
     ids = {
-        "quiet": add_instance(database, tenant.org_id, gpus=2),
-        "never": add_instance(database, tenant.org_id, gpus=4, provider="gcp", region="us-central1"),
-        "busy": add_instance(database, tenant.org_id),
-        "silent": add_instance(database, tenant.org_id),
-        "stopped": add_instance(database, tenant.org_id),
-        "theirs": add_instance(database, other_tenant.org_id),
+        "quiet": add_running_instance(database, tenant.org_id, gpus=2),
+        "never": add_running_instance(database, tenant.org_id, gpus=4, provider="gcp", region="us-central1"),
+        "busy": add_running_instance(database, tenant.org_id),
+        "silent": add_running_instance(database, tenant.org_id),
+        "stopped": add_running_instance(database, tenant.org_id),
+        "theirs": add_running_instance(database, other_tenant.org_id),
     }
     m = lambda minutes: NOW + timedelta(minutes=minutes)  # noqa: E731
     ok = post(

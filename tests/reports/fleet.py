@@ -29,8 +29,9 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from broker.db.fleet import InstanceRow, Project, UtilizationSample, WorkloadRow
-from tests.services.test_costs import add_commitment, add_instance, add_prices, add_project
+from broker.db.fleet import InstanceRow, UtilizationSample, WorkloadRow
+from tests.fleet_rows import ensure_project
+from tests.services.test_costs import add_commitment, add_prices, add_project, add_testcloud_instance
 
 D = date(2026, 11, 23)
 MIDNIGHT = datetime(2026, 11, 23, tzinfo=UTC)
@@ -48,9 +49,7 @@ class Fleet:
 
 
 def seed_fleet(session: Session, org_id: str) -> Fleet:
-    default = session.scalars(
-        select(Project.id).where(Project.org_id == org_id, Project.name == "default")
-    ).one()
+    default = ensure_project(session, org_id)
     research = add_project(session, org_id, "research")
     add_prices(session, MIDNIGHT - timedelta(days=10), [("r1", "", "t8", "H100", 8, "on-demand", "40")])
     c1 = add_commitment(
@@ -62,34 +61,34 @@ def seed_fleet(session: Session, org_id: str) -> Fleet:
         price_per_gpu_hour="2",
         project_id=research,
     )
-    i1 = add_instance(
-        session, org_id, default, launched_at=MIDNIGHT - 2 * H, ended_at=MIDNIGHT + 6 * H, price="32"
+    i1 = add_testcloud_instance(
+        session, org_id, default, launched_at=MIDNIGHT - 2 * H, ended_at=MIDNIGHT + 6 * H, price_per_hour="32"
     )
-    i2 = add_instance(
+    i2 = add_testcloud_instance(
         session,
         org_id,
         research,
         launched_at=MIDNIGHT + 10 * H,
         ended_at=MIDNIGHT + 13 * H,
-        price="16",
+        price_per_hour="16",
         capacity_type="spot",
     )
-    i3 = add_instance(
+    i3 = add_testcloud_instance(
         session,
         org_id,
         research,
         launched_at=MIDNIGHT,
         ended_at=MIDNIGHT + 12 * H,
-        price="16",
+        price_per_hour="16",
         capacity_type="reserved",
         commitment_id=c1,
     )
-    i4 = add_instance(
+    i4 = add_testcloud_instance(
         session,
         org_id,
         default,
         launched_at=MIDNIGHT + 20 * H,
-        price="3",
+        price_per_hour="3",
         gpus=1,
         provider="othercloud",
         region="r9",

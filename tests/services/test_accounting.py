@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from broker.db.fleet import CostRecord
 from broker.services.accounting import rollup
 from broker.services.costs import cost_lines
-from tests.services.test_costs import DAY, add_commitment, add_instance, add_prices, new_org
+from tests.services.test_costs import DAY, add_commitment, add_prices, add_testcloud_instance, new_org
 
 H = timedelta(hours=1)
 
@@ -25,25 +25,25 @@ def _records(session: Session, org_id: str) -> dict[tuple[str, str], CostRecord]
 def test_run_across_midnight_with_a_spot_change_gives_one_record_per_day(session: Session) -> None:
     org, project = new_org(session)
     add_prices(session, DAY - timedelta(days=5), [("r1", "", "t4", "H100", 4, "on-demand", "20")])
-    spot = add_instance(
+    spot = add_testcloud_instance(
         session,
         org,
         project,
         launched_at=DAY + 22 * H,
         ended_at=DAY + 26 * H,
-        price="10",
+        price_per_hour="10",
         gpus=4,
         instance_type="t4",
         capacity_type="spot",
     )
     add_prices(session, DAY + 25 * H, [("r1", "r1-a", "t4", "H100", 4, "spot", "6")])
     cid = add_commitment(session, org, starts_at=DAY, ends_at=DAY + timedelta(days=10))
-    held = add_instance(
+    held = add_testcloud_instance(
         session,
         org,
         project,
         launched_at=DAY + 20 * H,
-        price="16",
+        price_per_hour="16",
         commitment_id=cid,
         capacity_type="reserved",
     )
@@ -72,7 +72,7 @@ def test_run_across_midnight_with_a_spot_change_gives_one_record_per_day(session
 
 def test_rollup_is_idempotent_and_recomputes_a_changed_run(session: Session) -> None:
     org, project = new_org(session)
-    iid = add_instance(session, org, project, launched_at=DAY + 10 * H, price="8")
+    iid = add_testcloud_instance(session, org, project, launched_at=DAY + 10 * H, price_per_hour="8")
     now = DAY + 12 * H
     assert rollup(session, now) == 1
     assert rollup(session, now) == 1
@@ -87,8 +87,12 @@ def test_rollup_is_idempotent_and_recomputes_a_changed_run(session: Session) -> 
 
 def test_rollup_skips_runs_before_the_lookback(session: Session) -> None:
     org, project = new_org(session)
-    add_instance(session, org, project, launched_at=DAY - timedelta(days=9), ended_at=DAY - timedelta(days=8))
-    recent = add_instance(session, org, project, launched_at=DAY - timedelta(days=3), ended_at=DAY - 12 * H)
+    add_testcloud_instance(
+        session, org, project, launched_at=DAY - timedelta(days=9), ended_at=DAY - timedelta(days=8)
+    )
+    recent = add_testcloud_instance(
+        session, org, project, launched_at=DAY - timedelta(days=3), ended_at=DAY - 12 * H
+    )
     rollup(session, DAY + H, lookback=timedelta(days=2))
     records = _records(session, org)
     # Lookback of 2 days from 01:00: from midnight two days before, so the recent run's last two days.

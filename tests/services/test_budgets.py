@@ -25,7 +25,7 @@ from broker.services.budgets import (
     project_usage,
 )
 from broker.services.tenancy import create_org
-from tests.api.test_instances_api import add_instance, add_workload, default_project
+from tests.fleet_rows import HOUR_AGO, add_instance_row, add_workload_row, ensure_project
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MONTH = datetime(2026, 11, 1, tzinfo=UTC)
@@ -33,7 +33,7 @@ MONTH = datetime(2026, 11, 1, tzinfo=UTC)
 
 def _project(session: Session, name: str = "acme") -> Project:
     org = create_org(session, name, NOW)
-    return session.get(Project, default_project(session, org.id))  # type: ignore[return-value]
+    return session.get(Project, ensure_project(session, org.id))  # type: ignore[return-value]
 
 
 def _fill(session: Session, project: Project) -> None:
@@ -49,42 +49,59 @@ def _fill(session: Session, project: Project) -> None:
         ("FAILED", 100),
         ("CANCELLED", 100),
     ):
-        add_workload(session, org, project.id, state=state, gpus_per_node=gpus)
-    wl = add_workload(session, org, project.id, state="SUCCEEDED")
+        add_workload_row(session, org, project.id, state=state, gpus_per_node=gpus)
+    wl = add_workload_row(session, org, project.id, state="SUCCEEDED")
     # $10/h since Oct 31 22:00, still running: Nov 1 00:00 to now is 23.5 days = 564 h -> $5640.
-    add_instance(session, org, project.id, wl, price_per_hour="10", launched_at=MONTH - timedelta(hours=2))
-    # $2/h for 6 h on Nov 10 -> $12.
-    add_instance(
+    add_instance_row(
         session,
         org,
         project.id,
-        wl,
+        workload_id=wl,
+        price_per_hour="10",
+        launched_at=MONTH - timedelta(hours=2),
+        created_at=HOUR_AGO,
+    )
+    # $2/h for 6 h on Nov 10 -> $12.
+    add_instance_row(
+        session,
+        org,
+        project.id,
+        workload_id=wl,
         price_per_hour="2",
         state="terminated",
         launched_at=MONTH + timedelta(days=9),
         ended_at=MONTH + timedelta(days=9, hours=6),
+        created_at=HOUR_AGO,
     )
     # Ended last month -> $0.
-    add_instance(
+    add_instance_row(
         session,
         org,
         project.id,
-        wl,
+        workload_id=wl,
         price_per_hour="4",
         state="terminated",
         launched_at=MONTH - timedelta(days=3),
         ended_at=MONTH - timedelta(days=1),
+        created_at=HOUR_AGO,
     )
     # Under a commitment: prepaid -> $0.
-    add_instance(
-        session, org, project.id, wl, price_per_hour="99", commitment_id="cmt_prepaid", launched_at=MONTH
-    )
-    # Requested 30 min ago, not launched yet: counts from its creation -> 0.5 h x $8 = $4.
-    add_instance(
+    add_instance_row(
         session,
         org,
         project.id,
-        wl,
+        workload_id=wl,
+        price_per_hour="99",
+        commitment_id="cmt_prepaid",
+        launched_at=MONTH,
+        created_at=HOUR_AGO,
+    )
+    # Requested 30 min ago, not launched yet: counts from its creation -> 0.5 h x $8 = $4.
+    add_instance_row(
+        session,
+        org,
+        project.id,
+        workload_id=wl,
         price_per_hour="8",
         state="requested",
         created_at=NOW - timedelta(minutes=30),
@@ -95,14 +112,15 @@ def test_usage_counts_unfinished_workloads_and_spend_outside_commitments(session
     project = _project(session)
     _fill(session, project)
     other = _project(session, "globex")
-    add_workload(session, other.org_id, other.id, gpus_per_node=64)
-    add_instance(
+    add_workload_row(session, other.org_id, other.id, gpus_per_node=64)
+    add_instance_row(
         session,
         other.org_id,
         other.id,
-        add_workload(session, other.org_id, other.id),
+        workload_id=add_workload_row(session, other.org_id, other.id),
         price_per_hour="1000",
         launched_at=MONTH,
+        created_at=HOUR_AGO,
     )
     assert project_usage(session, project.id, NOW) == ProjectUsage(9, Decimal("5656"))
 
@@ -195,7 +213,7 @@ def test_two_admissions_racing_for_the_last_gpus_only_one_passes(database: Datab
             assert project is not None
             try:
                 check_admission(s, project, 6, None, NOW)
-                add_workload(s, project.org_id, project.id, gpus_per_node=6)
+                add_workload_row(s, project.org_id, project.id, gpus_per_node=6)
                 outcome["second"] = "admitted"
             except BudgetExceeded as exc:
                 outcome["second"] = exc.limit_kind
@@ -206,7 +224,7 @@ def test_two_admissions_racing_for_the_last_gpus_only_one_passes(database: Datab
             project = first.get(Project, project_id)
             assert project is not None
             check_admission(first, project, 6, None, NOW)  # passes and holds the project row
-            add_workload(first, project.org_id, project.id, gpus_per_node=6)
+            add_workload_row(first, project.org_id, project.id, gpus_per_node=6)
             second = threading.Thread(target=admit_second)
             second.start()
             # The second admission must queue behind the first's lock, not read around it.

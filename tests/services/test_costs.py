@@ -1,9 +1,9 @@
 """Cost lines and burn rate on a real database, against a fleet whose costs are worked out by hand.
 
-Also home of the helpers the accounting and cost API tests share to put orgs, instances,
-commitments and price observations in the database directly. Prices are on the made-up provider
-``testcloud`` so the bundled catalog (loaded in every test database) never interferes, except in
-the one test that means to read it.
+Also home of the helpers the accounting, cost API and report tests share to put orgs, projects,
+commitments and price observations in the database directly, and of ``add_testcloud_instance``.
+Prices and instances are on the made-up provider ``testcloud`` so the bundled catalog (loaded in
+every test database) never interferes, except in the one test that means to read it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from broker.db.fleet import CommitmentRow, InstanceRow, Project, WorkloadRow
+from broker.db.fleet import CommitmentRow, Project
 from broker.db.models import OfferPrice, PriceSnapshot, PriceSnapshotCloud
 from broker.services.costs import CostLine, burn_rate, cost_lines
 from broker.services.tenancy import create_org
+from tests.fleet_rows import add_instance_row
 
 DAY = datetime(2026, 11, 10, tzinfo=UTC)  # midnight UTC
 H = timedelta(hours=1)
@@ -45,68 +47,11 @@ def add_project(session: Session, org_id: str, name: str, max_usd_per_month: str
     return pid
 
 
-def add_instance(
-    session: Session,
-    org_id: str,
-    project_id: str,
-    *,
-    launched_at: datetime | None,
-    ended_at: datetime | None = None,
-    price: str = "10",
-    gpus: int = 8,
-    capacity_type: str = "on-demand",
-    provider: str = CLOUD,
-    region: str = "r1",
-    zone: str | None = "r1-a",
-    instance_type: str = "t8",
-    accelerator: str = "H100",
-    commitment_id: str | None = None,
-    workload_id: str | None = None,
-) -> str:
-    """An instance (and, unless given, a workload of its own) as the scheduler would have stored it."""
-    n = next(_ids)
-    if workload_id is None:
-        workload_id = f"wl_t{n:06d}"
-        session.add(
-            WorkloadRow(
-                id=workload_id,
-                org_id=org_id,
-                project_id=project_id,
-                state="RUNNING",
-                spec={},
-                gpus_per_node=gpus,
-                nodes=1,
-                created_at=DAY - timedelta(days=30),
-                updated_at=DAY,
-                state_changed_at=DAY,
-            )
-        )
-        session.flush()  # the ORM has no relationship to order the inserts by: the FK needs it first
-    iid = f"i_t{n:06d}"
-    session.add(
-        InstanceRow(
-            id=iid,
-            org_id=org_id,
-            project_id=project_id,
-            workload_id=workload_id,
-            provider=provider,
-            region=region,
-            zone=zone,
-            instance_type=instance_type,
-            accelerator=accelerator,
-            gpus=gpus,
-            capacity_type=capacity_type,
-            price_per_hour=Decimal(price),
-            commitment_id=commitment_id,
-            state="terminated" if ended_at else "running",
-            launched_at=launched_at,
-            ended_at=ended_at,
-            created_at=launched_at or DAY,
-            updated_at=launched_at or DAY,
-        )
-    )
-    session.flush()
-    return iid
+# The instances of these tests: t8s on testcloud in r1 (zone r1-a), where the price rows put them,
+# with no provider id (a row of ``tests.fleet_rows``: created when launched, a workload of its own).
+add_testcloud_instance = partial(
+    add_instance_row, provider=CLOUD, region="r1", zone="r1-a", instance_type="t8", provider_instance_id=None
+)
 
 
 def add_commitment(
@@ -194,13 +139,13 @@ def by_id(lines: list[CostLine]) -> dict[str, CostLine]:
 def test_spot_price_change_mid_run_applies_from_its_observed_time(session: Session) -> None:
     org, project = new_org(session)
     add_prices(session, DAY - timedelta(days=1), [("r1", "", "t8", "H100", 8, "on-demand", "40")])
-    iid = add_instance(
+    iid = add_testcloud_instance(
         session,
         org,
         project,
         launched_at=DAY + 10 * H,
         ended_at=DAY + 14 * H,
-        price="16",
+        price_per_hour="16",
         capacity_type="spot",
     )
     # Before launch: never applies. Another zone's price: never applies. 12:00 in its zone: applies.
@@ -221,8 +166,14 @@ def test_spot_price_change_mid_run_applies_from_its_observed_time(session: Sessi
 
 def test_region_wide_spot_price_applies_when_the_zone_has_none(session: Session) -> None:
     org, project = new_org(session)
-    iid = add_instance(
-        session, org, project, launched_at=DAY, ended_at=DAY + 2 * H, price="10", capacity_type="spot"
+    iid = add_testcloud_instance(
+        session,
+        org,
+        project,
+        launched_at=DAY,
+        ended_at=DAY + 2 * H,
+        price_per_hour="10",
+        capacity_type="spot",
     )
     add_prices(session, DAY + H, [("r1", "", "t8", "H100", 8, "spot", "4")])
     line = by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H))[iid]
@@ -244,8 +195,8 @@ def test_on_demand_instance_ignores_spot_prices_and_falls_back_to_the_same_gpu_s
             ("r2", "r2-a", "t4d", "H100", 4, "on-demand", "5"),  # another region: not a fallback
         ],
     )
-    iid = add_instance(
-        session, org, project, launched_at=DAY + 22 * H, price="30", gpus=4, instance_type="t4"
+    iid = add_testcloud_instance(
+        session, org, project, launched_at=DAY + 22 * H, price_per_hour="30", gpus=4, instance_type="t4"
     )
     add_prices(session, DAY + 23 * H, [("r1", "r1-a", "t4", "H100", 4, "spot", "2")])
     # Running across midnight: counted up to the window's end (02:00 the next day).
@@ -259,7 +210,9 @@ def test_on_demand_price_changes_apply_from_their_time_and_backfill_before_the_f
     session: Session,
 ) -> None:
     org, project = new_org(session)
-    iid = add_instance(session, org, project, launched_at=DAY, ended_at=DAY + 4 * H, price="30")
+    iid = add_testcloud_instance(
+        session, org, project, launched_at=DAY, ended_at=DAY + 4 * H, price_per_hour="30"
+    )
     add_prices(session, DAY + H, [("r1", "r1-a", "t8", "H100", 8, "on-demand", "40")])
     add_prices(session, DAY + 3 * H, [("r1", "r1-a", "t8", "H100", 8, "on-demand", "50")])
     line = by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H))[iid]
@@ -276,13 +229,13 @@ def test_commitment_half_used_charges_its_commitment_not_per_hour_of_use(session
     org, project = new_org(session)
     add_prices(session, DAY - timedelta(days=1), [("r1", "r1-a", "t8", "H100", 8, "on-demand", "40")])
     cid = add_commitment(session, org, starts_at=DAY + 6 * H, ends_at=DAY + timedelta(days=3), gpu_count=16)
-    iid = add_instance(
+    iid = add_testcloud_instance(
         session,
         org,
         project,
         launched_at=DAY + 6 * H,
         ended_at=DAY + 18 * H,
-        price="16",
+        price_per_hour="16",
         capacity_type="reserved",
         commitment_id=cid,
     )
@@ -319,7 +272,8 @@ def test_soft_deleted_commitment_stops_charging_at_deletion(session: Session) ->
 
 def test_window_clips_runs_and_now_stops_the_count(session: Session) -> None:
     org, project = new_org(session)
-    iid = add_instance(session, org, project, launched_at=DAY - 5 * H, price="10")  # still running
+    # Still running:
+    iid = add_testcloud_instance(session, org, project, launched_at=DAY - 5 * H, price_per_hour="10")
     lines = by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H, now=DAY + 3 * H))
     assert lines[iid].usd == Decimal(30)
     assert cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H, now=DAY - H) == []
@@ -329,9 +283,9 @@ def test_lines_stay_inside_the_organization_and_project(session: Session) -> Non
     org, project = new_org(session)
     other_org, other_project = new_org(session)
     team = add_project(session, org, "team")
-    mine = add_instance(session, org, project, launched_at=DAY, ended_at=DAY + H)
-    teams = add_instance(session, org, team, launched_at=DAY, ended_at=DAY + H)
-    add_instance(session, other_org, other_project, launched_at=DAY, ended_at=DAY + H)
+    mine = add_testcloud_instance(session, org, project, launched_at=DAY, ended_at=DAY + H)
+    teams = add_testcloud_instance(session, org, team, launched_at=DAY, ended_at=DAY + H)
+    add_testcloud_instance(session, other_org, other_project, launched_at=DAY, ended_at=DAY + H)
     add_commitment(session, other_org, starts_at=DAY, ends_at=DAY + H)
     assert set(by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + H))) == {mine, teams}
     assert set(by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + H, project_id=team))) == {teams}
@@ -339,7 +293,7 @@ def test_lines_stay_inside_the_organization_and_project(session: Session) -> Non
 
 def test_bundled_catalog_gives_the_on_demand_price_of_a_real_instance(session: Session) -> None:
     org, project = new_org(session)
-    iid = add_instance(
+    iid = add_testcloud_instance(
         session,
         org,
         project,
@@ -349,7 +303,7 @@ def test_bundled_catalog_gives_the_on_demand_price_of_a_real_instance(session: S
         region="us-east-1",
         zone="us-east-1a",
         instance_type="p5.48xlarge",
-        price="20",
+        price_per_hour="20",
         capacity_type="spot",
     )
     line = by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H))[iid]
@@ -365,10 +319,12 @@ def test_cost_lines_reads_a_fixed_number_of_queries(session: Session) -> None:
         add_prices(session, DAY - H, [("r1", "r1-a", "t8", "H100", 8, "on-demand", "40")])
         cid = add_commitment(session, org, starts_at=DAY, ends_at=DAY + 24 * H)
         for k in range(n_instances):
-            add_instance(
+            add_testcloud_instance(
                 session, org, project, launched_at=DAY + k * timedelta(minutes=1), capacity_type="spot"
             )
-        add_instance(session, org, project, launched_at=DAY, commitment_id=cid, capacity_type="reserved")
+        add_testcloud_instance(
+            session, org, project, launched_at=DAY, commitment_id=cid, capacity_type="reserved"
+        )
         seen: list[str] = []
 
         def count(*args: object) -> None:
@@ -391,14 +347,15 @@ def test_burn_rate_counts_running_instances_at_their_current_price_and_active_co
 ) -> None:
     org, project = new_org(session)
     team = add_project(session, org, "team")
-    add_instance(session, org, project, launched_at=DAY, price="16", capacity_type="spot")
+    add_testcloud_instance(session, org, project, launched_at=DAY, price_per_hour="16", capacity_type="spot")
     add_prices(session, DAY + 12 * H, [("r1", "r1-a", "t8", "H100", 8, "spot", "8")])
-    add_instance(session, org, team, launched_at=DAY, ended_at=DAY + 13 * H, price="100")  # ends at 13:00
-    add_instance(session, org, team, launched_at=DAY + 13 * H, price="7")  # launched at 13:00: running
-    add_instance(session, org, team, launched_at=DAY + 14 * H, price="1000")  # not yet
+    # Ends at 13:00:
+    add_testcloud_instance(session, org, team, launched_at=DAY, ended_at=DAY + 13 * H, price_per_hour="100")
+    add_testcloud_instance(session, org, team, launched_at=DAY + 13 * H, price_per_hour="7")  # 13:00: running
+    add_testcloud_instance(session, org, team, launched_at=DAY + 14 * H, price_per_hour="1000")  # not yet
     cid = add_commitment(session, org, starts_at=DAY, ends_at=DAY + timedelta(days=1), project_id=team)
-    add_instance(
-        session, org, team, launched_at=DAY, price="500", commitment_id=cid, capacity_type="reserved"
+    add_testcloud_instance(
+        session, org, team, launched_at=DAY, price_per_hour="500", commitment_id=cid, capacity_type="reserved"
     )
     add_commitment(session, org, starts_at=DAY, ends_at=DAY + timedelta(days=1), deleted_at=DAY + 12 * H)
     now = DAY + 13 * H

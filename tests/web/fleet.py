@@ -7,7 +7,6 @@ its data showing on acme's pages is a leak a test can see."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,11 +15,10 @@ from sqlalchemy.orm import Session
 
 from broker.core.workload import CapacityPreference
 from broker.db.engine import Database
-from broker.db.fleet import CommitmentRow, InstanceRow, Project, UtilizationSample, WorkloadEvent, WorkloadRow
+from broker.db.fleet import CommitmentRow, Project, UtilizationSample, WorkloadEvent, WorkloadRow
 from broker.services import workloads as service
 from tests.api.conftest import Tenant, make_tenant
-
-_ids = itertools.count(1)
+from tests.fleet_rows import add_instance_row
 
 
 @dataclass
@@ -55,7 +53,7 @@ def add_running_workload(
     return row.id
 
 
-def add_instance(
+def add_placed_instance(
     session: Session,
     org_id: str,
     workload_id: str,
@@ -70,33 +68,27 @@ def add_instance(
     commitment_id: str | None = None,
     instance_type: str = "p5.48xlarge",
 ) -> str:
+    """An instance of ``workload_id`` launched two hours before ``now`` (and, unless running, ended
+    half an hour before it); a running one serves the workload, whose placement points at it."""
     workload = session.get(WorkloadRow, workload_id)
     assert workload is not None
-    iid = f"i_web{next(_ids):05d}"
     started = now - timedelta(hours=2)
-    session.add(
-        InstanceRow(
-            id=iid,
-            org_id=org_id,
-            project_id=workload.project_id,
-            workload_id=workload_id,
-            provider=provider,
-            provider_instance_id=f"prov-{iid}",
-            region=region,
-            zone=f"{region}a",
-            instance_type=instance_type,
-            accelerator="H100",
-            gpus=gpus,
-            capacity_type=capacity_type,
-            price_per_hour=Decimal(price_per_hour),
-            commitment_id=commitment_id,
-            state=state,
-            serving=state == "running",
-            launched_at=started,
-            ended_at=None if state == "running" else now - timedelta(minutes=30),
-            created_at=started,
-            updated_at=started,
-        )
+    iid = add_instance_row(
+        session,
+        org_id,
+        workload.project_id,
+        workload_id=workload_id,
+        provider=provider,
+        region=region,
+        instance_type=instance_type,
+        gpus=gpus,
+        capacity_type=capacity_type,
+        price_per_hour=price_per_hour,
+        commitment_id=commitment_id,
+        state=state,
+        serving=state == "running",
+        launched_at=started,
+        ended_at=None if state == "running" else now - timedelta(minutes=30),
     )
     if state == "running":
         workload.state = "RUNNING"
@@ -192,7 +184,7 @@ def seed(database: Database, now: datetime) -> Fleet:
         w["batch"] = add_running_workload(s, org, "batch-embed", now, capacity="reserved")
         w["waiting"] = add_running_workload(s, org, "needs-b200", now)
         r = fleet.running
-        r["train-a"] = add_instance(
+        r["train-a"] = add_placed_instance(
             s,
             org,
             w["train"],
@@ -202,7 +194,7 @@ def seed(database: Database, now: datetime) -> Fleet:
             capacity_type="spot",
             price_per_hour="31.4641",
         )
-        r["train-b"] = add_instance(
+        r["train-b"] = add_placed_instance(
             s,
             org,
             w["train"],
@@ -212,7 +204,7 @@ def seed(database: Database, now: datetime) -> Fleet:
             capacity_type="spot",
             price_per_hour="31.4641",
         )
-        r["serve"] = add_instance(
+        r["serve"] = add_placed_instance(
             s,
             org,
             w["serve"],
@@ -223,7 +215,7 @@ def seed(database: Database, now: datetime) -> Fleet:
             price_per_hour="88.49",
             instance_type="a3-highgpu-8g",
         )
-        r["batch"] = add_instance(
+        r["batch"] = add_placed_instance(
             s,
             org,
             w["batch"],
@@ -234,7 +226,7 @@ def seed(database: Database, now: datetime) -> Fleet:
             price_per_hour="16.80",
             commitment_id=commitment.id,
         )
-        add_instance(
+        add_placed_instance(
             s,
             org,
             w["train"],
@@ -268,7 +260,7 @@ def seed(database: Database, now: datetime) -> Fleet:
 
         gorg = fleet.globex.org_id
         gw = add_running_workload(s, gorg, "globex-secret-job", now)
-        gi = add_instance(
+        gi = add_placed_instance(
             s,
             gorg,
             gw,

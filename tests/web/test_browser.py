@@ -14,7 +14,7 @@ from broker.reports.build import ReportOptions, build_and_store
 from broker.services.tenancy import Role
 from tests.api.conftest import make_tenant
 from tests.web.conftest import Dashboard, drawn, screenshot, sign_in
-from tests.web.fleet import Fleet, add_instance, add_running_workload
+from tests.web.fleet import Fleet, add_placed_instance, add_running_workload
 
 
 def usd(value: str | Decimal, places: int = 2) -> str:
@@ -187,7 +187,7 @@ def test_the_fleet_updates_without_a_reload(
     page.evaluate("() => { window.sameDocument = true; }")
     with database.sessions.begin() as s:
         wid = add_running_workload(s, fleet.acme.org_id, "late-arrival", now)
-        add_instance(
+        add_placed_instance(
             s,
             fleet.acme.org_id,
             wid,
