@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.db.fleet import CommitmentRow, Project
 from broker.db.models import OfferPrice, PriceSnapshot, PriceSnapshotCloud
+from broker.services.budgets import spent_this_month
 from broker.services.costs import CostLine, burn_rate, cost_lines
 from broker.services.tenancy import create_org
 from tests.fleet_rows import add_instance_row
@@ -363,3 +364,55 @@ def test_burn_rate_counts_running_instances_at_their_current_price_and_active_co
     assert burn_rate(session, org_id=org, now=now) == Decimal(47)
     assert burn_rate(session, org_id=org, now=now, project_id=team) == Decimal(39)
     assert burn_rate(session, org_id=org, now=DAY - H) == 0
+
+
+def test_an_instance_running_past_its_commitments_end_pays_on_demand_from_then(session: Session) -> None:
+    org, project = new_org(session)
+    add_prices(session, DAY - timedelta(days=1), [("r1", "", "t8", "H100", 8, "on-demand", "40")])
+    cid = add_commitment(session, org, starts_at=DAY, ends_at=DAY + 12 * H, gpu_count=8)
+    iid = add_testcloud_instance(
+        session,
+        org,
+        project,
+        launched_at=DAY + 10 * H,
+        ended_at=DAY + 14 * H,
+        price_per_hour="16",  # the contract's 8 x $2, as placement records it
+        commitment_id=cid,
+        capacity_type="reserved",
+    )
+    lines = by_id(cost_lines(session, org_id=org, start=DAY, end=DAY + 24 * H))
+    # 10:00-12:00 on the contract ($0 here), 12:00-14:00 on demand: 2 h x $40 = $80.
+    assert (lines[iid].usd, lines[iid].gpu_hours, lines[iid].price_per_gpu_hour) == (80, 32, 5)
+    # The contract charges its 12 h x 8 GPUs x $2 = $192 and was used 2 h x 8 GPUs.
+    assert (lines[cid].usd, lines[cid].used_gpu_hours) == (192, 16)
+    assert burn_rate(session, org_id=org, now=DAY + 11 * H) == 16  # the contract pays for it
+    assert burn_rate(session, org_id=org, now=DAY + 13 * H) == 40  # on demand, the contract over
+
+
+def test_a_projects_budget_spend_is_what_the_cost_lines_say(session: Session) -> None:
+    org, project = new_org(session)
+    add_prices(session, DAY - timedelta(days=1), [("r1", "", "t8", "H100", 8, "on-demand", "40")])
+    add_testcloud_instance(session, org, project, launched_at=DAY, price_per_hour="16", capacity_type="spot")
+    add_prices(session, DAY + 12 * H, [("r1", "r1-a", "t8", "H100", 8, "spot", "8")])
+    cid = add_commitment(session, org, starts_at=DAY, ends_at=DAY + 12 * H, gpu_count=8)
+    add_testcloud_instance(
+        session,
+        org,
+        project,
+        launched_at=DAY + 10 * H,
+        ended_at=DAY + 14 * H,
+        price_per_hour="16",
+        commitment_id=cid,
+        capacity_type="reserved",
+    )
+    now = DAY + 20 * H
+    # Requested half an hour ago and not launched yet: counted at its price from creation ($4).
+    add_testcloud_instance(
+        session, org, project, state="requested", created_at=now - H / 2, price_per_hour="8"
+    )
+    month = datetime(2026, 11, 1, tzinfo=UTC)
+    lines = cost_lines(session, org_id=org, start=month, end=now, project_id=project)
+    instances = sum((line.usd for line in lines if line.kind == "instance"), Decimal(0))
+    # Spot: 12 h x $16 + 8 h x $8 = $256; past the contract: 2 h x $40 = $80.
+    assert instances == 336
+    assert spent_this_month(session, project, now) == Decimal("340.000000")
