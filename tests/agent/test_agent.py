@@ -33,25 +33,11 @@ from broker.agent import (
 from broker.db.engine import Database
 from broker.db.fleet import UtilizationSample
 from tests.agent.fake_nvml import FakeGpu, FakeNvml
+from tests.agent.sleep_clock import FakeClock
 from tests.api.conftest import NOW, Tenant, make_tenant
 from tests.fleet_rows import add_running_instance
 
 runner = CliRunner()
-
-
-class FakeClock:
-    """Time that moves only when the agent sleeps; records each sleep."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += timedelta(seconds=seconds)
 
 
 class FakeApi:

@@ -33,25 +33,11 @@ from broker.db.engine import Database
 from broker.db.fleet import InstanceRow
 from tests.agent.fake_metadata import FakeMetadata, azure_preempt
 from tests.agent.fake_nvml import FakeGpu, FakeNvml
+from tests.agent.sleep_clock import FakeClock
 from tests.jobs.harness import Broker
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 runner = CliRunner()
-
-
-class FakeClock:
-    """Time that moves only when the watcher sleeps; records each sleep."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += timedelta(seconds=seconds)
 
 
 class NoticeApi:

@@ -79,3 +79,18 @@ class Broker:
 
     def close(self) -> None:
         self.client.close()
+
+
+def timers_of_an_hour(settings: Settings) -> Settings:
+    """``settings`` with every job's timer at an hour: in a test with a live scheduler, only a
+    wake-up (a ``NOTIFY``) can make a job run again."""
+    hour = 3600.0
+    return settings.model_copy(
+        update={
+            "place_interval_seconds": hour,
+            "execute_interval_seconds": hour,
+            "reconcile_interval_seconds": hour,
+            "migrate_interval_seconds": hour,
+            "rollup_interval_seconds": hour,
+        }
+    )

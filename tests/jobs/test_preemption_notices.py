@@ -21,7 +21,7 @@ from broker.jobs.scheduler import Scheduler
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
 from broker.services.tenancy import Role
 from tests.api.conftest import make_tenant
-from tests.jobs.harness import Broker
+from tests.jobs.harness import Broker, timers_of_an_hour
 
 
 @pytest.fixture
@@ -291,16 +291,7 @@ def test_the_notify_reaches_a_running_scheduler_whose_timers_are_an_hour(broker:
     """Event-driven: every timer is an hour, so only the request's NOTIFY can make the migrate job
     plan the move."""
     workload_id, instance_id = running_spot(broker)
-    hour = 3600.0
-    settings = broker.settings.model_copy(
-        update={
-            "place_interval_seconds": hour,
-            "execute_interval_seconds": hour,
-            "reconcile_interval_seconds": hour,
-            "migrate_interval_seconds": hour,
-            "rollup_interval_seconds": hour,
-        }
-    )
+    settings = timers_of_an_hour(broker.settings)
     scheduler = Scheduler(broker.database, [broker.sim], settings, clock=broker.clock)
     scheduler.start()
     try:

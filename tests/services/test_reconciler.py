@@ -18,7 +18,7 @@ from broker.jobs.scheduler import Scheduler
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
 from broker.services.migrations import MigrationContext, handle_losses, record_losses
 from broker.services.reconciler import reconcile_provider
-from tests.jobs.harness import Broker
+from tests.jobs.harness import Broker, timers_of_an_hour
 
 
 @pytest.fixture
@@ -184,16 +184,7 @@ def test_the_notify_wakes_the_migrate_job_of_a_running_scheduler(broker: Broker)
     """Event-driven, not timer-driven: every timer is an hour, so only the reconcile's NOTIFY can
     make the migrate job run again and move the workload."""
     (workload_id,) = running_spot_workloads(broker, 1)
-    hour = 3600.0
-    settings = broker.settings.model_copy(
-        update={
-            "place_interval_seconds": hour,
-            "execute_interval_seconds": hour,
-            "reconcile_interval_seconds": hour,
-            "migrate_interval_seconds": hour,
-            "rollup_interval_seconds": hour,
-        }
-    )
+    settings = timers_of_an_hour(broker.settings)
     scheduler = Scheduler(broker.database, [broker.sim], settings, clock=broker.clock)
     scheduler.start()
     try:
