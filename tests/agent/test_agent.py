@@ -83,15 +83,6 @@ def status(code: int, **headers: str) -> Callable[[], httpx.Response]:
     return lambda: httpx.Response(code, headers=headers, json={"title": "x", "detail": f"status {code}"})
 
 
-@pytest.fixture(autouse=True)
-def _agent_log_level() -> Iterator[None]:
-    """The command sets its logger's level; put it back so tests do not leak it into each other."""
-    logger = logging.getLogger("broker.agent")
-    level = logger.level
-    yield
-    logger.setLevel(level)
-
-
 @pytest.fixture
 def tenant(database: Database) -> Tenant:
     return make_tenant(database, "acme")

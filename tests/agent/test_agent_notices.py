@@ -63,15 +63,6 @@ def problem(code: int, **headers: str) -> httpx.Response:
     return httpx.Response(code, headers=headers, json={"title": "x", "detail": f"status {code}"})
 
 
-@pytest.fixture(autouse=True)
-def _agent_log_level() -> Iterator[None]:
-    """The command sets its logger's level; put it back so tests do not leak it into each other."""
-    logger = logging.getLogger("broker.agent")
-    level = logger.level
-    yield
-    logger.setLevel(level)
-
-
 @pytest.fixture
 def metadata() -> Iterator[Callable[[str], FakeMetadata]]:
     servers: list[FakeMetadata] = []

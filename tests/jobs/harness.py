@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -94,3 +96,11 @@ def timers_of_an_hour(settings: Settings) -> Settings:
             "rollup_interval_seconds": hour,
         }
     )
+
+
+def wait_for(condition: Callable[[], bool], patience: float = 30.0) -> None:
+    """Poll ``condition`` (a bound on a hang, not a speed assertion)."""
+    give_up = time.monotonic() + patience
+    while not condition():
+        assert time.monotonic() < give_up, "the condition never came true"
+        time.sleep(0.05)

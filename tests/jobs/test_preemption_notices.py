@@ -4,8 +4,7 @@ into a migration plan, woken by NOTIFY."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from broker.jobs.scheduler import Scheduler
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
 from broker.services.tenancy import Role
 from tests.api.conftest import make_tenant
-from tests.jobs.harness import Broker, timers_of_an_hour
+from tests.jobs.harness import Broker, timers_of_an_hour, wait_for
 
 
 @pytest.fixture
@@ -301,14 +300,6 @@ def test_the_notify_reaches_a_running_scheduler_whose_timers_are_an_hour(broker:
         assert scheduler.stats.runs[Topic.MIGRATE] >= 2
     finally:
         scheduler.stop()
-
-
-def wait_for(condition: Callable[[], bool], patience: float = 30.0) -> None:
-    """Poll ``condition`` (a bound on a hang, not a speed assertion)."""
-    give_up = time.monotonic() + patience
-    while not condition():
-        assert time.monotonic() < give_up, "the condition never came true"
-        time.sleep(0.05)
 
 
 def test_a_decided_notice_is_not_decided_again_when_the_workload_is_running_again(broker: Broker) -> None:

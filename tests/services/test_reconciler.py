@@ -4,8 +4,7 @@ bulk and queued; the migrate job decides them after the reconcile committed, wok
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,7 +17,7 @@ from broker.jobs.scheduler import Scheduler
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
 from broker.services.migrations import MigrationContext, handle_losses, record_losses
 from broker.services.reconciler import reconcile_provider
-from tests.jobs.harness import Broker, timers_of_an_hour
+from tests.jobs.harness import Broker, timers_of_an_hour, wait_for
 
 
 @pytest.fixture
@@ -195,11 +194,3 @@ def test_the_notify_wakes_the_migrate_job_of_a_running_scheduler(broker: Broker)
         wait_for(lambda: scheduler.stats.runs[Topic.MIGRATE] >= 2)  # planned by a second run
     finally:
         scheduler.stop()
-
-
-def wait_for(condition: Callable[[], bool], patience: float = 30.0) -> None:
-    """Poll ``condition`` (a bound on a hang, not a speed assertion)."""
-    give_up = time.monotonic() + patience
-    while not condition():
-        assert time.monotonic() < give_up, "the condition never came true"
-        time.sleep(0.05)
