@@ -76,6 +76,10 @@ class Charge:
         )
 
 
+def _at(change: PriceChange) -> datetime:
+    return change.at
+
+
 def schedule(changes: Iterable[PriceChange]) -> tuple[PriceChange, ...]:
     """Price changes ordered by time; of two at the same instant the later one in the input wins."""
     latest: dict[datetime, PriceChange] = {}
@@ -98,7 +102,7 @@ def price_at(prices: Sequence[PriceChange], at: datetime) -> Decimal:
     first price applies (the best estimate there is; a run schedule always starts at launch)."""
     if not prices:
         raise ValueError("no prices")
-    i = bisect_right([p.at for p in prices], at)
+    i = bisect_right(prices, at, key=_at)
     return prices[max(i - 1, 0)].price_per_hour
 
 
@@ -112,7 +116,7 @@ def integrate(
     total = _ZERO
     cursor = start
     # Start at the price in force at ``start`` (the first one when ``start`` is before every change).
-    i = max(bisect_right([p.at for p in prices], start) - 1, 0)
+    i = max(bisect_right(prices, start, key=_at) - 1, 0)
     while cursor < end:
         next_at = prices[i + 1].at if i + 1 < len(prices) else end
         segment_end = min(next_at, end)

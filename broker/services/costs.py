@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import Row, Select, or_, select, tuple_
@@ -22,16 +22,19 @@ from sqlalchemy.orm import Session
 from broker.db.fleet import CommitmentRow, InstanceRow, Project
 from broker.db.models import OfferPrice
 from pricing.costs import (
+    MICROS_PER_HOUR,
     InstanceCost,
     PriceChange,
     UsedRun,
     commitment_cost,
     commitment_term,
     instance_cost,
+    micros,
     schedule,
 )
 
 _ZERO = Decimal(0)
+_EXACT = Context(prec=80)  # as in pricing.costs: sums of price x microseconds never round
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +433,18 @@ def instance_spend(session: Session, *, project_id: str, start: datetime, end: d
         _spot_changes(session, instances, end),
         _ondemand_schedules(session, billed_past_term, start, end) if billed_past_term else {},
     )
-    return sum((_cost(i, prices, start, end).usd for i in instances), _ZERO)
+    # It is on the admission path, so the common cases skip the general rule (which gives the same):
+    # a run its commitment pays for costs nothing, and one whose price never changed is price x time.
+    past_term = {i.id for i in billed_past_term}
+    flat = _ZERO
+    spent = _ZERO
+    for i in instances:
+        if i.commitment_id is None and not prices.spot_changes.get(i.id):
+            ran = micros(min(i.ended_at or end, end) - max(i.launched_at, start))
+            flat = _EXACT.add(flat, _EXACT.multiply(i.price_per_hour, ran))
+        elif i.commitment_id is None or i.id in past_term:
+            spent += _cost(i, prices, start, end).usd
+    return spent + flat / MICROS_PER_HOUR
 
 
 def _covered(instance: Row[Any], start: datetime, end: datetime) -> bool:
