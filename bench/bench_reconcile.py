@@ -58,7 +58,8 @@ from broker.core.ports import Instance, InstanceState
 from broker.core.reconcile import diff
 from broker.core.types import CapacityType
 from broker.db.engine import Database, make_engine
-from broker.services.migrations import MigrationContext, handle_all_losses
+from broker.services.migration_queue import handle_all_losses
+from broker.services.migrations import MigrationContext
 from broker.services.reconciler import DEFAULT_GRACE, ReconcileReport, load_known, reconcile_provider
 from broker.settings import Settings
 from providers.sim import SimulatedCloud

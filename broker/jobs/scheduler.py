@@ -37,10 +37,10 @@ from broker.reports.resume import RESUME_INTERVAL, ResumeRun, resume_deliveries
 from broker.services.accounting import rollup
 from broker.services.executor import Executor
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
+from broker.services.migration_queue import handle_all_losses
 from broker.services.migrations import (
     InstanceEvent,
     MigrationContext,
-    handle_all_losses,
     handle_instance_event,
     rebalance,
 )

@@ -11,13 +11,13 @@ transaction; the executor then launches, waits for a checkpoint, cuts over and t
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, insert, not_, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.core.commands import CutOver, Launch, Terminate, WaitForCheckpoint
@@ -36,11 +36,9 @@ from broker.core.migration.model import (
 )
 from broker.core.placement import explain
 from broker.core.types import CapacityType
-from broker.db.engine import Database
-from broker.db.fleet import CommandRow, InstanceRow, WorkloadEvent, WorkloadRow
+from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
 from broker.services.commitments import commitment_reservations
 from broker.services.lifecycle import Topic, record_event, transition, wake
-from broker.services.notices import NOTICE_EVENT, NOTICEABLE_STATES
 from broker.services.placement import build_snapshot, load_offers, without, write_launch_plan
 from broker.services.workloads import enqueue_terminate, row_to_core
 from pricing.egress import egress_per_gb
@@ -342,20 +340,21 @@ def handle_instance_event(session: Session, event: InstanceEvent, ctx: Migration
     )
     if not instance.serving:
         return None  # an old or not-yet-serving instance: the plan it belongs to handles it
-    _mark(row, event)
+    mark_in_history(row, event)
     state = WorkloadState(row.state)
     if state is WorkloadState.MIGRATING:
         return None  # already moving away
     if state is not WorkloadState.RUNNING:
         return None
-    return _decide(session, row, instance.id, event, ctx)
+    return decide_event(session, row, instance.id, event, ctx)
 
 
-def _mark(row: WorkloadRow, event: InstanceEvent) -> None:
+def mark_in_history(row: WorkloadRow, event: InstanceEvent) -> None:
     """Put the event in the workload's history, where the engine reads it (``running_workload``).
 
-    ``reclaim_at`` also marks a notice as decided: the migrate job's queue (``handle_losses``) skips
-    a RUNNING workload that has one, and a cut-over or a new placement clears it."""
+    ``reclaim_at`` also marks a notice as decided: the migrate job's queue
+    (``migration_queue.handle_losses``) skips a RUNNING workload that has one, and a cut-over or a
+    new placement clears it."""
     history = dict(row.history)
     if event.kind == "preemption-notice":
         history["reclaim_at"] = (event.reclaim_at or event.at).isoformat()
@@ -364,7 +363,7 @@ def _mark(row: WorkloadRow, event: InstanceEvent) -> None:
     row.history = history
 
 
-def _decide(
+def decide_event(
     session: Session, row: WorkloadRow, instance_id: str, event: InstanceEvent, ctx: MigrationContext
 ) -> Decision | None:
     """Ask the engine what a RUNNING workload does about ``event`` on its serving ``instance_id``, and
@@ -383,156 +382,6 @@ def _decide(
     if not apply(session, row, running, decision, now) and event.kind != "preemption-notice":
         _lose(session, row, now, f"{instance_id} {event.kind} and {decision.reason}")
     return decision
-
-
-_ENDED_BY_PROVIDER = ("preempted", "lost")
-_LIVE_INSTANCE_STATES = ("requested", "pending", "running", "terminating")
-
-
-def record_losses(session: Session, losses: Mapping[str, str], at: datetime, now: datetime) -> int:
-    """Record many preemptions and losses (instance id → "preempted" | "lost") in a few statements,
-    and queue the engine's decisions for the migrate job (``handle_losses``); returns how many
-    workloads now wait for one.
-
-    What ``handle_instance_event`` records for one instance, in bulk: the instance ends, its
-    workload gets an event and, when the instance was serving, ``lost_at``. The decision itself
-    (replacement offers, the engine, a launch plan: ~25 ms a workload) runs in the migrate job,
-    outside the caller's transaction: a reconcile of 10,000 instances with 100 preempted would
-    otherwise hold its lock for seconds. The queue is the rows themselves (a RUNNING workload with
-    a serving instance that ended), so a crash between the two loses nothing; the NOTIFY wakes the
-    migrate job on every scheduler at commit."""
-    ended: list[Any] = []
-    for kind in _ENDED_BY_PROVIDER:
-        ids = [instance_id for instance_id, k in losses.items() if k == kind]
-        if not ids:
-            continue
-        ended += session.execute(
-            update(InstanceRow)
-            .where(InstanceRow.id.in_(ids), InstanceRow.state.in_(_LIVE_INSTANCE_STATES))
-            .values(state=kind, ended_at=at, state_reason=kind, updated_at=now)
-            .returning(
-                InstanceRow.id,
-                InstanceRow.workload_id,
-                InstanceRow.org_id,
-                InstanceRow.provider,
-                InstanceRow.zone,
-                InstanceRow.region,
-                InstanceRow.serving,
-                InstanceRow.state,
-            )
-            .execution_options(synchronize_session=False)
-        ).all()
-    if not ended:
-        return 0
-    session.execute(
-        insert(WorkloadEvent),
-        [
-            {
-                "workload_id": r.workload_id,
-                "org_id": r.org_id,
-                "at": now,
-                "kind": "preempted",
-                "message": f"{r.id} on {r.provider}/{r.zone or r.region}: {r.state}",
-                "data": {"instance_id": r.id},
-            }
-            for r in ended
-        ],
-    )
-    serving = sorted({r.workload_id for r in ended if r.serving})
-    if not serving:
-        return 0
-    session.execute(
-        update(WorkloadRow)
-        .where(WorkloadRow.id.in_(serving))
-        .values(history=WorkloadRow.history.op("||")(func.jsonb_build_object("lost_at", at.isoformat())))
-        .execution_options(synchronize_session=False)
-    )
-    wake(session, Topic.MIGRATE)
-    return len(serving)
-
-
-LOSS_BATCH = 10
-_MAX_LOSS_ROUNDS = 1000  # a bound, should a workload ever stay RUNNING after its decision
-
-
-def handle_all_losses(database: Database, ctx: MigrationContext, batch: int = LOSS_BATCH) -> int:
-    """Work the queue ``record_losses`` and ``notices.record_notice`` left (see ``handle_losses``),
-    ``batch`` workloads per transaction, until it is empty;
-    returns how many were handled. Small batches commit the first plans (and wake the executor)
-    after a fraction of a second instead of after the whole queue, and keep each transaction's
-    identity map small (every transition's UPDATE is checked against it)."""
-    handled = 0
-    for _ in range(_MAX_LOSS_ROUNDS):
-        with database.sessions.begin() as session:
-            done = handle_losses(session, ctx, limit=batch)
-        handled += done
-        if done < batch:  # each handled workload leaves RUNNING or gets reclaim_at: the queue shrinks
-            break
-    return handled
-
-
-def handle_losses(session: Session, ctx: MigrationContext, limit: int = LOSS_BATCH) -> int:
-    """The migrate job's queue: for each RUNNING workload whose serving instance ended
-    (``record_losses``) or has a preemption notice not yet decided (``notices.record_notice``: the
-    node agent's, posted to the API), ask the engine (as ``handle_instance_event`` would have) and
-    commit its plan; returns how many were handled. Rows another scheduler holds are skipped (it is
-    handling them).
-
-    A notice is decided once: deciding writes ``reclaim_at`` into the workload's history, which
-    takes it out of this queue whether the engine moved it (MIGRATING) or kept it where it is (no
-    better place: it waits for the preemption, which comes back through ``record_losses``)."""
-    ended = select(InstanceRow.workload_id).where(
-        InstanceRow.serving.is_(True), InstanceRow.state.in_(_ENDED_BY_PROVIDER)
-    )
-    noticed = select(InstanceRow.workload_id).where(
-        InstanceRow.serving.is_(True),
-        InstanceRow.notice_at.is_not(None),
-        InstanceRow.state.in_(NOTICEABLE_STATES),
-    )
-    undecided = and_(WorkloadRow.id.in_(noticed), not_(WorkloadRow.history.has_key("reclaim_at")))
-    rows = session.scalars(
-        select(WorkloadRow)
-        .where(WorkloadRow.state == WorkloadState.RUNNING.value, or_(WorkloadRow.id.in_(ended), undecided))
-        .order_by(WorkloadRow.updated_at, WorkloadRow.id)
-        .with_for_update(skip_locked=True)
-        .limit(limit)
-    ).all()
-    for row in rows:
-        serving = select(InstanceRow).where(InstanceRow.workload_id == row.id, InstanceRow.serving.is_(True))
-        instance = session.scalars(
-            serving.where(InstanceRow.state.in_(_ENDED_BY_PROVIDER)).order_by(InstanceRow.node_index).limit(1)
-        ).first()
-        if instance is not None:  # gone already: a notice it may also have had is moot
-            event = InstanceEvent(instance.id, instance.state, instance.ended_at or ctx.now)
-        else:
-            instance = session.scalars(
-                serving.where(InstanceRow.notice_at.is_not(None), InstanceRow.state.in_(NOTICEABLE_STATES))
-                .order_by(InstanceRow.notice_at, InstanceRow.node_index)
-                .limit(1)
-            ).one()
-            notice_at = instance.notice_at or ctx.now
-            event = InstanceEvent(
-                instance.id, "preemption-notice", notice_at, _noticed_reclaim_at(session, row.id, instance.id)
-            )
-            _mark(row, event)
-        _decide(session, row, instance.id, event, ctx)
-    return len(rows)
-
-
-def _noticed_reclaim_at(session: Session, workload_id: str, instance_id: str) -> datetime | None:
-    """The reclaim time the latest notice for ``instance_id`` carried (its workload event's data)."""
-    data = session.scalar(
-        select(WorkloadEvent.data)
-        .where(
-            WorkloadEvent.workload_id == workload_id,
-            WorkloadEvent.kind == NOTICE_EVENT,
-            WorkloadEvent.data["instance_id"].astext == instance_id,
-        )
-        .order_by(WorkloadEvent.id.desc())
-        .limit(1)
-    )
-    value = (data or {}).get("reclaim_at")
-    return datetime.fromisoformat(value) if value else None
 
 
 def replan_after_refusal(
@@ -588,11 +437,10 @@ __all__ = [
     "InstanceEvent",
     "MigrationContext",
     "apply",
-    "handle_all_losses",
+    "decide_event",
     "handle_instance_event",
-    "handle_losses",
+    "mark_in_history",
     "rebalance",
-    "record_losses",
     "replacements",
     "replan_after_refusal",
     "running_workload",

@@ -4,7 +4,7 @@ instance and its workload, and queued for the migrate job with a NOTIFY (does I/
 Recording is all the request does: ``instance.notice_at`` and a ``preemption-notice`` workload
 event (whose data carries ``reclaim_at``), in the caller's transaction, plus ``NOTIFY`` so every
 scheduler's migrate job runs as soon as it commits. The engine's decision (replacement offers, a
-launch plan: tens of milliseconds a workload) runs in that job (``migrations.handle_losses``), not
+launch plan: tens of milliseconds a workload) runs in that job (``migration_queue.handle_losses``), not
 in the request; the queue is the rows themselves, so a crash between the two loses nothing.
 """
 
@@ -125,7 +125,7 @@ def record_notice(
         },
     )
     if instance.serving:
-        # The migrate job picks the workload up (migrations.handle_losses); NOTIFY goes at commit.
+        # The migrate job picks the workload up (migration_queue.handle_losses); NOTIFY goes at commit.
         wake(session, Topic.MIGRATE)
     return NoticeOutcome(
         instance.id,

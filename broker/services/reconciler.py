@@ -26,11 +26,11 @@ from broker.core.reconcile import LIVE_ROW_STATES, Action, Known, Step, diff
 from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadRow
 from broker.db.locks import try_xact_lock
+from broker.services.migration_queue import record_losses
 from broker.services.migrations import (
     InstanceEvent,
     MigrationContext,
     handle_instance_event,
-    record_losses,
 )
 from broker.services.workloads import enqueue_terminate
 

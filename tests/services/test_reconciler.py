@@ -15,7 +15,8 @@ from broker.db.engine import Database
 from broker.db.fleet import CommandRow, InstanceRow, WorkloadEvent, WorkloadRow
 from broker.jobs.scheduler import Scheduler
 from broker.services.lifecycle import WAKE_CHANNEL, Topic
-from broker.services.migrations import MigrationContext, handle_losses, record_losses
+from broker.services.migration_queue import handle_losses, record_losses
+from broker.services.migrations import MigrationContext
 from broker.services.reconciler import reconcile_provider
 from tests.jobs.harness import Broker, timers_of_an_hour, wait_for
 
