@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,7 +34,7 @@ from broker.db.engine import Database
 from broker.db.fleet import UtilizationSample
 from tests.agent.fake_nvml import FakeGpu, FakeNvml
 from tests.agent.sleep_clock import FakeClock
-from tests.api.conftest import NOW, Tenant, make_tenant
+from tests.api.conftest import NOW, Tenant
 from tests.fleet_rows import add_running_instance
 
 runner = CliRunner()
@@ -81,26 +81,6 @@ def opened(nvml: FakeNvml) -> NvmlReader:
 
 def status(code: int, **headers: str) -> Callable[[], httpx.Response]:
     return lambda: httpx.Response(code, headers=headers, json={"title": "x", "detail": f"status {code}"})
-
-
-@pytest.fixture
-def tenant(database: Database) -> Tenant:
-    return make_tenant(database, "acme")
-
-
-@pytest.fixture
-def api(database: Database) -> Iterator[Callable[[dict[str, str]], TestClient]]:
-    """TestClients on the real API (clock fixed at NOW), one per set of auth headers."""
-    clients: list[TestClient] = []
-
-    def make(headers: dict[str, str]) -> TestClient:
-        client = TestClient(create_app(database, clock=lambda: NOW), headers=headers)
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.close()
 
 
 # --- NvmlReader ------------------------------------------------------------------------------------

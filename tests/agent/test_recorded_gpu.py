@@ -4,7 +4,7 @@ taken by the real API, duplicates and all, and the fleet summary reports exactly
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from broker.db.engine import Database
-from tests.api.conftest import NOW, make_tenant
+from tests.api.conftest import NOW, Tenant
 from tests.fleet_rows import add_running_instance
 
 RECORDING = json.loads((Path(__file__).parent / "data" / "h100_agent_batches.json").read_text())
@@ -43,15 +42,11 @@ def readings() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def client(database: Database) -> Iterator[tuple[TestClient, TestClient, str]]:
-    tenant = make_tenant(database, "acme")
-    instance = add_running_instance(database, tenant.org_id, gpus=1)
-    app = create_app(database, clock=lambda: NOW)
-    with (
-        TestClient(app, headers=tenant.operator) as operator,
-        TestClient(app, headers=tenant.viewer) as viewer,
-    ):
-        yield operator, viewer, instance
+def client(
+    database: Database, tenant: Tenant, api: Callable[[dict[str, str]], TestClient]
+) -> tuple[TestClient, TestClient, str]:
+    """An operator's and a viewer's client, and a running one-GPU instance to post for."""
+    return api(tenant.operator), api(tenant.viewer), add_running_instance(database, tenant.org_id, gpus=1)
 
 
 def test_the_recording_is_a_real_h100_going_idle_busy_idle() -> None:
